@@ -1,0 +1,202 @@
+"""The params.yaml schema: typed sections, validated when a stage starts.
+
+Every error names the key as users type it with ``dvc exp run -S`` (for example
+``model.lr must be > 0, got -1``) and is raised as :class:`ParamsError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visiontune.errors import VisiontuneError
+from visiontune.sources import SOURCE_NAMES, is_location
+
+
+class ParamsError(VisiontuneError):
+    """params.yaml (or a ``-S`` override) holds an unknown key or a bad value."""
+
+
+def _spec(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with its bounds and allowed values kept as metadata."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Which images, at what size, split how (download + preprocess stages)."""
+
+    source: str = _spec("digits", doc="built-in dataset name, folder, archive or URL")
+    image_size: int = _spec(16, ge=4, le=1024, doc="images are resized to this square")
+    channels: int = _spec(1, choices=(1, 3), doc="1 = grayscale, 3 = RGB")
+    val_fraction: float = _spec(0.15, gt=0, lt=1)
+    test_fraction: float = _spec(0.15, gt=0, lt=1)
+    max_per_class: int = _spec(0, ge=0, doc="keep at most this many images per class; 0 = all")
+    skip_corrupt: bool = _spec(False, doc="skip unreadable images instead of failing")
+    seed: int = _spec(0, ge=0, doc="drives the subset and the split")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The network and its learning rate (train stage)."""
+
+    name: str = _spec("cnn", doc="'cnn' or any timm model name")
+    lr: float = _spec(0.003, gt=0, le=10)
+    dropout: float = _spec(0.1, ge=0, lt=1)
+    blocks: int = _spec(2, ge=1, le=8, doc="cnn: conv blocks, each halves the resolution")
+    width: int = _spec(32, ge=1, le=1024, doc="cnn: channels of the first block")
+    batchnorm: bool = _spec(True)
+    residual: bool = _spec(True, doc="cnn: residual skip in each block")
+    squeeze_excite: bool = _spec(False, doc="cnn: squeeze-and-excitation in each block")
+    pretrained: bool = _spec(False, doc="timm: load pretrained weights (needs a network)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """How the network is optimised (train stage)."""
+
+    epochs: int = _spec(15, ge=1, le=10_000)
+    batch_size: int = _spec(64, ge=1, le=65_536)
+    optimizer: str = _spec("adamw", choices=("sgd", "adam", "adamw"))
+    weight_decay: float = _spec(0.0005, ge=0, lt=1)
+    momentum: float = _spec(0.9, ge=0, lt=1, doc="sgd momentum")
+    schedule: str = _spec("onecycle", choices=("none", "cosine", "onecycle"))
+    label_smoothing: float = _spec(0.0, ge=0, lt=1)
+    patience: int = _spec(0, ge=0, doc="stop after this many epochs without val/acc gain; 0 = off")
+    flip: bool = _spec(False, doc="random horizontal flips")
+    crop: int = _spec(0, ge=0, le=64, doc="random crops after padding by this many pixels")
+    device: str = _spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
+    threads: int = _spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
+    seed: int = _spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of params.yaml."""
+
+    data: DataParams = field(default_factory=DataParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the repository root") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ParamsError(f"{path} is not valid YAML{line}") from None
+    return parse_params(raw)
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as loaded from YAML) into :class:`Params`."""
+    params = _build(Params, raw, "")
+    _check_consistency(params)
+    return params
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "params.yaml"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where} must be a mapping of keys to values, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ParamsError(
+                f"{prefix}{key} is not a known key; expected one of {', '.join(fields)}"
+            )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in fields.items():
+        if name not in raw:
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, raw[name], f"{prefix}{name}.")
+        else:
+            values[name] = _check_value(f"{prefix}{name}", raw[name], kind, spec.metadata)
+    return cls(**values)
+
+
+def _check_value(key: str, value: Any, kind: Any, meta: typing.Mapping[str, Any]) -> Any:
+    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
+    if value is None and type(None) in allowed:
+        return None
+    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not any(t is not type(None) and _is_type(value, t) for t in allowed):
+        names = " or ".join(_type_name(t) for t in allowed)
+        raise ParamsError(f"{key} must be {names}, got {value!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        options = ", ".join(str(c) for c in meta["choices"])
+        raise ParamsError(f"{key} must be one of {options}, got {value!r}")
+    for bound, test, word in (
+        ("gt", lambda v, b: v > b, ">"),
+        ("ge", lambda v, b: v >= b, ">="),
+        ("lt", lambda v, b: v < b, "<"),
+        ("le", lambda v, b: v <= b, "<="),
+    ):
+        limit = meta.get(bound)
+        if limit is not None and not test(value, limit):
+            raise ParamsError(f"{key} must be {word} {limit:g}, got {value!r}")
+    return value
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        kind, kind.__name__
+    )
+
+
+def _check_consistency(params: Params) -> None:
+    data, model, train = params.data, params.model, params.train
+    if data.val_fraction + data.test_fraction >= 0.9:
+        raise ParamsError(
+            "data.val_fraction + data.test_fraction must be < 0.9, "
+            f"got {data.val_fraction + data.test_fraction:g}"
+        )
+    if data.source not in SOURCE_NAMES and not is_location(data.source):
+        raise ParamsError(
+            f"data.source must be one of {', '.join(SOURCE_NAMES)}, "
+            f"or a folder, archive or http(s) URL, got {data.source!r}"
+        )
+    if model.pretrained and model.name == "cnn":
+        raise ParamsError("model.pretrained needs a timm model; model.name is 'cnn'")
+    if not _is_device(train.device):
+        raise ParamsError(
+            f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}"
+        )
+
+
+def _is_device(device: str) -> bool:
+    if device in ("auto", "cpu", "cuda", "mps"):
+        return True
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
