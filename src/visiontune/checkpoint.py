@@ -1,0 +1,57 @@
+"""models/model.pt: weights plus everything needed to rebuild and feed the model.
+
+The file holds only tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from visiontune.errors import VisiontuneError
+from visiontune.models import build_model
+from visiontune.params import ModelParams, Params
+
+
+def save_checkpoint(
+    path: Path, model: torch.nn.Module, params: Params, meta: dict[str, Any]
+) -> None:
+    """Save weights, the params they were trained with, classes and normalisation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(
+        {
+            "state_dict": state,
+            "params": dataclasses.asdict(params),
+            "classes": list(meta["classes"]),
+            "channels": int(meta["channels"]),
+            "image_size": int(meta["image_size"]),
+            "mean": [float(m) for m in meta["mean"]],
+            "std": [float(s) for s in meta["std"]],
+        },
+        path,
+    )
+
+
+def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model from a checkpoint; return it (eval mode) and the checkpoint dict."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except FileNotFoundError:
+        raise VisiontuneError(f"{path} not found: run `dvc repro train` first") from None
+    except Exception as exc:
+        raise VisiontuneError(f"{path} is not a visiontune model file ({exc})") from None
+    # Weights come from the file: never fetch pretrained ones again.
+    model_params = ModelParams(**{**ckpt["params"]["model"], "pretrained": False})
+    model = build_model(
+        model_params,
+        num_classes=len(ckpt["classes"]),
+        channels=ckpt["channels"],
+        image_size=ckpt["image_size"],
+    )
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(device).eval(), ckpt

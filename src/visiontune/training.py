@@ -1,0 +1,182 @@
+"""The train stage: fit a model on the prepared split, log per-epoch metrics with DVCLive."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from visiontune.batches import EvalResult, Normalizer, augment, evaluate_split, index_batches
+from visiontune.checkpoint import save_checkpoint
+from visiontune.errors import VisiontuneError
+from visiontune.models import build_model
+from visiontune.params import Params, TrainParams
+from visiontune.preprocess import load_meta, load_split
+from visiontune.runtime import configure, resolve_device
+
+
+class TrainingDiverged(VisiontuneError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Metrics of one epoch, named as DVCLive logs them."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val: EvalResult
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "train/loss": self.train_loss,
+            "train/acc": self.train_acc,
+            "val/loss": self.val.loss,
+            "val/acc": self.val.acc,
+        }
+
+
+def train(
+    params: Params, prepared_dir: Path, model_path: Path, live_dir: Path, summary_path: Path
+) -> dict[str, Any]:
+    """Train ``params.model`` with ``params.train`` on ``prepared_dir``; save model and metrics.
+
+    Writes the checkpoint to ``model_path``, per-epoch series under ``live_dir`` (DVCLive)
+    and the summary (the saved model's epoch) to ``summary_path``, and returns the summary.
+    With ``train.patience`` > 0 training stops early and keeps the best val/acc weights.
+    """
+    cfg = params.train
+    configure(cfg.seed, cfg.threads)
+    device = resolve_device(cfg.device)
+    meta = load_meta(prepared_dir)
+    x_train, y_train = (t.to(device) for t in load_split(prepared_dir, "train"))
+    x_val, y_val = (t.to(device) for t in load_split(prepared_dir, "val"))
+    model = build_model(
+        params.model,
+        num_classes=len(meta["classes"]),
+        channels=meta["channels"],
+        image_size=meta["image_size"],
+    ).to(device)
+    trainer = _Trainer(model, params, x_train.shape[0], device)
+    normalize = Normalizer.from_stats(meta["mean"], meta["std"], device)
+
+    from dvclive import Live
+
+    best: EpochResult | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+        for epoch in range(1, cfg.epochs + 1):
+            start = time.perf_counter()
+            loss, acc = trainer.epoch(x_train, y_train, normalize, f"epoch {epoch}/{cfg.epochs}")
+            if not math.isfinite(loss):
+                raise TrainingDiverged(
+                    f"training diverged: train/loss is {loss} at epoch {epoch}; "
+                    f"try a lower model.lr (now {params.model.lr:g})"
+                )
+            val = evaluate_split(model, x_val, y_val, normalize, 2 * cfg.batch_size)
+            result = EpochResult(epoch, loss, acc, val)
+            for name, value in result.metrics().items():
+                live.log_metric(name, value)
+            live.next_step()
+            _report(result, cfg.epochs, time.perf_counter() - start)
+            if best is None or val.acc > best.val.acc:
+                best = result
+                if cfg.patience:
+                    best_state = copy.deepcopy(model.state_dict())
+            elif cfg.patience and epoch - best.epoch >= cfg.patience:
+                tqdm.write(f"early stop: no val/acc gain for {cfg.patience} epochs")
+                break
+        Path(live.metrics_file).unlink(missing_ok=True)
+    kept = best if cfg.patience else result
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    save_checkpoint(model_path, model, params, meta)
+    summary = {**_nest(kept.metrics()), "epochs": result.epoch, "best_epoch": kept.epoch}
+    summary_path.parent.mkdir(parents=True, exist_ok=True)
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+class _Trainer:
+    """Optimizer, schedule and loss for one model; runs epochs over in-memory tensors."""
+
+    def __init__(self, model: torch.nn.Module, params: Params, n_train: int, device: torch.device):
+        self.model = model
+        self.cfg = params.train
+        self.device = device
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.optimizer = _optimizer(model, params.model.lr, self.cfg)
+        steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
+        self.scheduler = _scheduler(self.optimizer, params.model.lr, self.cfg.schedule, steps)
+
+    def epoch(
+        self, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, desc: str
+    ) -> tuple[float, float]:
+        """One pass over the shuffled train split; returns mean loss and accuracy."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        n = images.shape[0]
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        batches = index_batches(n, cfg.batch_size, self.device, self.generator)
+        for idx in tqdm(batches, total=math.ceil(n / cfg.batch_size), desc=desc, leave=False,
+                        disable=None, unit="batch"):
+            if idx.numel() == 1 and n > 1:
+                continue  # a single image cannot be batch-normalised
+            x, y = images[idx], labels[idx]
+            if cfg.flip or cfg.crop:
+                x = augment(x, flip=cfg.flip, crop=cfg.crop, generator=self.generator)
+            logits = model(normalize(x))
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss_sum += loss.detach() * idx.numel()
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += idx.numel()
+        return loss_sum.item() / seen, correct.item() / seen
+
+
+def _optimizer(model: torch.nn.Module, lr: float, cfg: TrainParams) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, lr: float, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+    return None
+
+
+def _report(result: EpochResult, epochs: int, seconds: float) -> None:
+    values = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics().items())
+    tqdm.write(f"epoch {result.epoch}/{epochs}  {values}  ({seconds:.1f} s)")
+
+
+def _nest(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{"val/acc": x}`` -> ``{"val": {"acc": x}}``, as DVCLive nests its summary."""
+    nested: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        group, _, key = name.partition("/")
+        nested.setdefault(group, {})[key] = value
+    return nested
