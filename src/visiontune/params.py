@@ -7,7 +7,6 @@ Every error names the key as users type it with ``dvc exp run -S`` (for example
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,18 +138,15 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     return cls(**values)
 
 
-def _check_value(key: str, value: Any, kind: Any, meta: typing.Mapping[str, Any]) -> Any:
-    allowed = typing.get_args(kind) if isinstance(kind, types.UnionType) else (kind,)
-    if value is None and type(None) in allowed:
-        return None
-    if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+def _check_value(key: str, value: Any, kind: type, meta: typing.Mapping[str, Any]) -> Any:
+    given = value
+    if kind is float and _is_type(value, int):
         value = float(value)
-    if not any(t is not type(None) and _is_type(value, t) for t in allowed):
-        names = " or ".join(_type_name(t) for t in allowed)
-        raise ParamsError(f"{key} must be {names}, got {value!r}")
+    if not _is_type(value, kind):
+        raise ParamsError(f"{key} must be {_type_name(kind)}, got {given!r}")
     if meta.get("choices") and value not in meta["choices"]:
         options = ", ".join(str(c) for c in meta["choices"])
-        raise ParamsError(f"{key} must be one of {options}, got {value!r}")
+        raise ParamsError(f"{key} must be one of {options}, got {given!r}")
     for bound, test, word in (
         ("gt", lambda v, b: v > b, ">"),
         ("ge", lambda v, b: v >= b, ">="),
@@ -159,7 +155,7 @@ def _check_value(key: str, value: Any, kind: Any, meta: typing.Mapping[str, Any]
     ):
         limit = meta.get(bound)
         if limit is not None and not test(value, limit):
-            raise ParamsError(f"{key} must be {word} {limit:g}, got {value!r}")
+            raise ParamsError(f"{key} must be {word} {limit:g}, got {given!r}")
     return value
 
 

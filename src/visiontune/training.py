@@ -129,8 +129,14 @@ class _Trainer:
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
         batches = index_batches(n, cfg.batch_size, self.device, self.generator)
-        for idx in tqdm(batches, total=math.ceil(n / cfg.batch_size), desc=desc, leave=False,
-                        disable=None, unit="batch"):
+        for idx in tqdm(
+            batches,
+            total=math.ceil(n / cfg.batch_size),
+            desc=desc,
+            leave=False,
+            disable=None,
+            unit="batch",
+        ):
             if idx.numel() == 1 and n > 1:
                 continue  # a single image cannot be batch-normalised
             x, y = images[idx], labels[idx]

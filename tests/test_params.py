@@ -1,0 +1,112 @@
+"""params.yaml validation: every bad value gives one line naming the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from visiontune.params import Params, ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_repository_params_are_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert params.data.source == "digits"
+    assert params.model.lr > 0
+
+
+def test_missing_keys_take_defaults():
+    assert parse_params({}) == Params()
+    assert parse_params({"model": {"lr": 1}}).model.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"model": {"lr": -1}}, "model.lr must be > 0, got -1"),
+        ({"model": {"lr": "fast"}}, "model.lr must be a number, got 'fast'"),
+        ({"model": {"lrr": 0.1}}, "model.lrr is not a known key; expected one of name, lr,"),
+        ({"modle": {}}, "modle is not a known key; expected one of data, model, train"),
+        ({"model": 3}, "model must be a mapping of keys to values, got 3"),
+        ({"train": {"epochs": 2.5}}, "train.epochs must be an integer, got 2.5"),
+        ({"train": {"epochs": True}}, "train.epochs must be an integer, got True"),
+        ({"train": {"epochs": 0}}, "train.epochs must be >= 1, got 0"),
+        ({"train": {"optimizer": "rmsprop"}}, "train.optimizer must be one of sgd, adam, adamw"),
+        ({"train": {"device": "gpu"}}, "train.device must be auto, cpu, cuda, cuda:N or mps"),
+        ({"model": {"batchnorm": "yes"}}, "model.batchnorm must be true or false, got 'yes'"),
+        ({"model": {"dropout": 1}}, "model.dropout must be < 1, got 1"),
+        ({"data": {"channels": 2}}, "data.channels must be one of 1, 3, got 2"),
+        ({"data": {"source": "imagenet"}}, "data.source must be one of digits, mnist_subset,"),
+        (
+            {"data": {"val_fraction": 0.5, "test_fraction": 0.5}},
+            "data.val_fraction + data.test_fraction must be < 0.9",
+        ),
+        ({"model": {"pretrained": True}}, "model.pretrained needs a timm model"),
+    ],
+)
+def test_bad_values_name_the_key(raw, message):
+    with pytest.raises(ParamsError) as info:
+        parse_params(raw)
+    assert str(info.value).startswith(message)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "source", ["./images", "/data/pets", "pets.zip", "http://127.0.0.1/x.tar.gz", "~/imgs"]
+)
+def test_locations_are_accepted_as_sources(source):
+    assert parse_params({"data": {"source": source}}).data.source == source
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
+def test_devices(device):
+    assert parse_params({"train": {"device": device}}).train.device == device
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("model:\n  lr: [1\n")
+    with pytest.raises(ParamsError, match=r"is not valid YAML at line \d"):
+        load_params(bad)
+
+
+def test_every_key_is_declared_by_a_stage():
+    """Every key of params.yaml is read by some stage, and each declared key exists."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    keys = {f"{section}.{key}" for section, values in params.items() for key in values}
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    declared = {p for stage in stages.values() for p in stage.get("params", [])}
+    expanded = {k for k in keys if k in declared or k.split(".")[0] in declared}
+    assert expanded == keys
+    assert declared <= keys | set(params)
+
+
+def test_stage_reports_bad_params_in_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text("model:\n  lr: -1\n")
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "error: model.lr must be > 0, got -1\n"
+
+
+def test_cli_prints_effective_params(tmp_path):
+    (tmp_path / "params.yaml").write_text("model:\n  lr: 0.5\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "visiontune", "params"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["model"]["lr"] == 0.5
