@@ -1,0 +1,126 @@
+"""A temp git + dvc copy of this repository, driven through the real command-line tools."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The real params.yaml, shrunk so that one pipeline run takes seconds.
+SHRINK = {
+    "data": {"max_per_class": 60},
+    "train": {"epochs": 2, "threads": 1},
+}
+
+
+class DvcRepo:
+    """A copy of the project in ``path`` with its own git history and dvc cache."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        bin_dir = str(Path(sys.executable).parent)
+        self.env = {
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "GIT_AUTHOR_NAME": "visiontune tests",
+            "GIT_AUTHOR_EMAIL": "tests@visiontune.invalid",
+            "GIT_COMMITTER_NAME": "visiontune tests",
+            "GIT_COMMITTER_EMAIL": "tests@visiontune.invalid",
+            "DVC_NO_ANALYTICS": "1",
+        }
+
+    @classmethod
+    def copy_of_project(cls, path: Path, overrides: dict[str, dict[str, Any]]) -> DvcRepo:
+        """Copy the project's tracked (and new, not ignored) files, shrink params, commit."""
+        listed = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\0")
+        for name in filter(None, listed):
+            source = ROOT / name
+            if source.is_file():
+                target = path / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+        repo = cls(path)
+        for section, values in overrides.items():
+            for key, value in values.items():
+                repo.set_param(section, key, value)
+        repo.git("init", "-q", "-b", "main")
+        repo.commit("copy of visiontune")
+        return repo
+
+    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"{' '.join(args)} exited {result.returncode}\n"
+                f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+            )
+        return result
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(sys.executable, "-m", "dvc", *args, check=check)
+
+    def git(self, *args: str) -> subprocess.CompletedProcess:
+        return self.run("git", *args)
+
+    def commit(self, message: str) -> None:
+        self.git("add", "-A")
+        self.git("commit", "-q", "-m", message)
+
+    def set_param(self, section: str, key: str, value: Any) -> None:
+        path = self.path / "params.yaml"
+        params = yaml.safe_load(path.read_text())
+        params.setdefault(section, {})[key] = value
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def metrics(self) -> dict[str, Any]:
+        """All metrics/*.json files merged, as ``dvc metrics show`` groups them."""
+        merged: dict[str, Any] = {}
+        for path in sorted((self.path / "metrics").glob("*.json")):
+            merged.update(json.loads(path.read_text()))
+        return merged
+
+    def read_outputs(self) -> dict[str, str]:
+        """Metrics and evaluation plot files by name, for bit-for-bit comparisons."""
+        files = [*self.path.glob("metrics/*.json"), *self.path.glob("plots/evaluate/*.json")]
+        return {str(p.relative_to(self.path)): p.read_text() for p in sorted(files)}
+
+    def experiments(self) -> dict[str, dict[str, Any]]:
+        """``dvc exp show --json`` as {experiment name: {"params": ..., "metrics": ...}}."""
+        rows = json.loads(self.dvc("exp", "show", "--json").stdout)
+        found = {}
+        for baseline in rows:
+            for group in baseline.get("experiments") or []:
+                for rev in group["revs"]:
+                    data = rev["data"]
+                    found[rev["name"]] = {
+                        "params": data["params"]["params.yaml"]["data"],
+                        "metrics": data["metrics"],
+                    }
+        return found
+
+    def wait_for_queue(self, timeout: float) -> None:
+        """Poll ``dvc queue status`` until nothing is queued or running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.dvc("queue", "status").stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                return
+            time.sleep(2)
+        raise TimeoutError(f"dvc queue still busy after {timeout} s:\n{status}")

@@ -1,0 +1,78 @@
+"""End to end: real dvc and git in a temp copy of the repository, with shrunk params."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from dvc_repo import SHRINK, DvcRepo
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def dvc_repo(tmp_path):
+    return DvcRepo.copy_of_project(tmp_path / "repo", SHRINK)
+
+
+def test_repro_is_complete_reproducible_and_then_a_no_op(dvc_repo):
+    result = dvc_repo.dvc("repro")
+    for stage in ("download", "preprocess", "train", "evaluate"):
+        assert f"Running stage '{stage}'" in result.stdout
+    metrics = dvc_repo.metrics()
+    assert metrics["test"]["acc"] > 0.5
+    assert set(metrics["train"]) == {"loss", "acc"} and set(metrics["val"]) == {"loss", "acc"}
+    model = dvc_repo.path / "models" / "model.pt"
+    assert model.stat().st_size > 0
+    first = dvc_repo.read_outputs()
+
+    again = dvc_repo.dvc("repro")
+    assert "Running stage" not in again.stdout
+    assert "up to date" in again.stdout
+
+    dvc_repo.dvc("repro", "--force")
+    assert dvc_repo.read_outputs() == first
+
+
+def test_changing_model_lr_reruns_only_train_and_evaluate(dvc_repo):
+    dvc_repo.dvc("repro")
+    dvc_repo.set_param("model", "lr", 0.02)
+    result = dvc_repo.dvc("repro")
+    assert "Running stage 'train'" in result.stdout
+    assert "Running stage 'evaluate'" in result.stdout
+    assert "Running stage 'download'" not in result.stdout
+    assert "Running stage 'preprocess'" not in result.stdout
+
+
+def test_bad_param_fails_the_run_with_one_line(dvc_repo):
+    result = dvc_repo.dvc("exp", "run", "-S", "model.lr=-1", check=False)
+    assert result.returncode != 0
+    assert "error: model.lr must be > 0, got -1" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_queued_experiments_run_and_compare(dvc_repo):
+    dvc_repo.dvc("repro")
+    dvc_repo.commit("baseline")
+    dvc_repo.dvc("exp", "run", "--queue", "-n", "lr-high", "-S", "model.lr=0.02")
+    dvc_repo.dvc(
+        "exp", "run", "--queue", "-n", "lr-low", "-S", "model.lr=0.003", "-S", "train.epochs=3"
+    )
+    dvc_repo.dvc("queue", "start", "-j", "2")
+    dvc_repo.wait_for_queue(timeout=600)
+
+    rows = dvc_repo.experiments()
+    assert set(rows) == {"lr-high", "lr-low"}, dvc_repo.dvc("queue", "status").stdout
+    assert rows["lr-high"]["params"]["model"]["lr"] == 0.02
+    assert rows["lr-low"]["params"]["train"]["epochs"] == 3
+    for row in rows.values():
+        assert row["metrics"]["metrics/evaluate.json"]["data"]["test"]["acc"] > 0.3
+        assert row["metrics"]["metrics/train.json"]["data"]["val"]["acc"] > 0.3
+    assert rows["lr-low"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 3
+
+    plots = json.loads(dvc_repo.dvc("plots", "diff", "lr-high", "lr-low", "--json").stdout)
+    for plot_id in ("val_acc", "val_loss"):
+        (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
+        revisions = {row["rev"] for row in plot["content"]["data"]["values"]}
+        assert revisions == {"lr-high", "lr-low"}
+
