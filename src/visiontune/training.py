@@ -66,7 +66,7 @@ def train(
         channels=meta["channels"],
         image_size=meta["image_size"],
     ).to(device)
-    trainer = _Trainer(model, params, x_train.shape[0], device)
+    trainer = Trainer(model, params, x_train.shape[0], device)
     normalize = Normalizer.from_stats(meta["mean"], meta["std"], device)
 
     from dvclive import Live
@@ -106,7 +106,7 @@ def train(
     return summary
 
 
-class _Trainer:
+class Trainer:
     """Optimizer, schedule and loss for one model; runs epochs over in-memory tensors."""
 
     def __init__(self, model: torch.nn.Module, params: Params, n_train: int, device: torch.device):

@@ -1,0 +1,180 @@
+"""Train-loop speed as ratios, measured in one run on this machine.
+
+(a) the train stage's epoch time divided by the bare compute on the same batches
+    (forward, backward and optimizer step on ready float tensors): 1.0 is the limit;
+(b) the speed-up over a conventional pipeline: an ImageFolder of PNG files read per image
+    with PIL, torchvision transforms and a DataLoader (the fastest of num_workers 0 and 2).
+
+Usage: python benchmarks/train_speed.py [--params params.yaml] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from functools import partial
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from visiontune.batches import Normalizer, evaluate_split, index_batches
+from visiontune.models import build_model
+from visiontune.params import load_params
+from visiontune.preprocess import load_meta, load_split, prepare
+from visiontune.runtime import configure
+from visiontune.sources import download
+from visiontune.training import Trainer
+
+CPU = torch.device("cpu")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per method")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    # Enough schedule steps for the warm-up and timed epochs of every method.
+    epochs = max(params.train.epochs, 4 * (args.repeats + 1))
+    params = dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=epochs))
+    configure(params.train.seed, params.train.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw, prepared = Path(tmp, "raw"), Path(tmp, "prepared")
+        download(params.data.source, raw)
+        prepare(raw, prepared, params.data)
+        meta = load_meta(prepared)
+        x, y = load_split(prepared, "train")
+        x_val, y_val = load_split(prepared, "val")
+        folder = _write_png_folder(x, y, meta["classes"], Path(tmp, "png"))
+
+        def new_model() -> torch.nn.Module:
+            return build_model(
+                params.model,
+                num_classes=len(meta["classes"]),
+                channels=meta["channels"],
+                image_size=meta["image_size"],
+            )
+
+        normalize = Normalizer.from_stats(meta["mean"], meta["std"], CPU)
+        trainer = Trainer(new_model(), params, x.shape[0], CPU)
+        ready = _ready_batches(x, y, normalize, params.train.batch_size, params.train.seed)
+
+        def stage_epoch() -> None:
+            trainer.epoch(x, y, normalize, "bench")
+
+        def stage_epoch_with_val() -> None:
+            trainer.epoch(x, y, normalize, "bench")
+            evaluate_split(trainer.model, x_val, y_val, normalize, 2 * params.train.batch_size)
+
+        def bare_epoch() -> None:
+            _bare_epoch(trainer, ready)
+
+        loaders = {w: _conventional_loader(folder, meta, params, w) for w in (0, 2)}
+        conventional = {w: _conventional_epoch(trainer, loader) for w, loader in loaders.items()}
+
+        methods = {"stage": stage_epoch, "stage+val": stage_epoch_with_val, "bare": bare_epoch}
+        methods |= {f"dataloader(workers={w})": fn for w, fn in conventional.items()}
+        times = _time_interleaved(methods, args.repeats)
+
+    bare = times["bare"]
+    best_conventional = min(v for k, v in times.items() if k.startswith("dataloader"))
+    print(f"source={params.data.source} image_size={params.data.image_size} "
+          f"model={params.model.name} batch_size={params.train.batch_size} "
+          f"train images={x.shape[0]} threads={torch.get_num_threads()}")
+    for name, seconds in times.items():
+        print(f"  {name:24s} median epoch {seconds * 1000:8.1f} ms")
+    print(f"(a) train-stage epoch / bare compute:              {times['stage'] / bare:.3f}")
+    print(f"    same, with the per-epoch validation pass:      {times['stage+val'] / bare:.3f}")
+    print(f"(b) speed-up over per-image DataLoader + PIL:      {best_conventional / times['stage']:.2f}x")
+
+
+def _ready_batches(
+    x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, batch_size: int, seed: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The stage's batches, already indexed and normalised: what the bare loop consumes."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(normalize(x[i]), y[i]) for i in index_batches(x.shape[0], batch_size, CPU, generator)]
+
+
+def _bare_epoch(trainer: Trainer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    model, optimizer = trainer.model, trainer.optimizer
+    model.train()
+    for images, labels in batches:
+        loss = F.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+
+def _write_png_folder(x: torch.Tensor, y: torch.Tensor, classes: list[str], root: Path) -> Path:
+    from PIL import Image
+
+    for i, (image, label) in enumerate(zip(x, y.tolist(), strict=True)):
+        folder = root / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        array = image.permute(1, 2, 0).squeeze(-1).numpy()
+        Image.fromarray(array).save(folder / f"{i:06d}.png")
+    return root
+
+
+def _conventional_loader(folder: Path, meta: dict, params, workers: int):
+    """ImageFolder + PIL + torchvision transforms + DataLoader, as most course projects do."""
+    from torchvision import datasets, transforms
+
+    mode = "L" if meta["channels"] == 1 else "RGB"
+    transform = transforms.Compose(
+        [
+            transforms.Resize((meta["image_size"], meta["image_size"])),
+            transforms.ToTensor(),
+            transforms.Normalize(meta["mean"], meta["std"]),
+        ]
+    )
+    dataset = datasets.ImageFolder(folder, transform=transform, loader=partial(_open, mode=mode))
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=params.train.batch_size,
+        shuffle=True,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+    )
+
+
+def _open(path: str, mode: str):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.convert(mode)
+
+
+def _conventional_epoch(trainer: Trainer, loader):
+    def run() -> None:
+        model, optimizer = trainer.model, trainer.optimizer
+        model.train()
+        for images, labels in loader:
+            loss = F.cross_entropy(model(images), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+    return run
+
+
+def _time_interleaved(methods: dict, repeats: int) -> dict[str, float]:
+    """Median seconds per call, after one warm-up each, alternating between methods."""
+    for fn in methods.values():
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in methods}
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            start = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+if __name__ == "__main__":
+    main()

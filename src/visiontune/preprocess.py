@@ -1,0 +1,233 @@
+"""The preprocess stage: raw images -> fixed-size uint8 tensors split into train/val/test.
+
+``prepare`` writes ``{train,val,test}.pt`` (``{"images": uint8 (N,C,S,S), "labels": int64
+(N,)}``) and ``meta.json`` (classes, channels, image_size, train mean/std per channel on a
+0..1 scale, split counts, skipped files). ``image_to_tensor`` is the one place where an
+image is converted, so that training and serving see identical pixels.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from visiontune.errors import VisiontuneError
+from visiontune.params import DataParams
+
+SPLITS = ("train", "val", "test")
+
+# What Pillow raises for a file that is not a readable image (or is a decompression bomb).
+_UNREADABLE = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
+
+
+def image_to_tensor(image: Image.Image, channels: int, size: int) -> torch.Tensor:
+    """Convert any PIL image to a uint8 tensor (channels, size, size), grayscale or RGB."""
+    mode = "L" if channels == 1 else "RGB"
+    image.draft(mode, (size, size))  # JPEG: decode at a reduced scale when much larger
+    if image.mode.startswith("I;16"):  # 16-bit grayscale: keep the high byte, don't clip
+        image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    pixels = torch.from_numpy(np.array(image))
+    return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1).contiguous()
+
+
+def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
+    """Decode, resize and split the raw dataset; write tensors and meta.json; return counts."""
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    source = _read_source(raw_dir)
+    classes = source["classes"]
+    members, load = _open_raw(raw_dir, source, data)
+    rng = np.random.default_rng(data.seed)
+    splits: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
+    skipped: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for label, name in enumerate(classes):
+            refs = _subset(members[label], data.max_per_class, rng)
+            tensors = _load_all(refs, load, data.skip_corrupt, skipped)
+            order = rng.permutation(len(tensors))
+            start = 0
+            for split, count in zip(SPLITS, _split_sizes(len(tensors), data, name), strict=True):
+                images, labels = splits[split]
+                images.extend(tensors[i] for i in order[start : start + count])
+                labels.extend([label] * count)
+                start += count
+    shape = (data.channels, data.image_size, data.image_size)
+    tensors = {split: _stack(*splits[split], shape) for split in SPLITS}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in tensors.items():
+        torch.save({"images": images, "labels": labels}, out_dir / f"{split}.pt")
+    mean, std = _channel_stats(tensors["train"][0])
+    counts = {split: len(labels) for split, (_, labels) in tensors.items()}
+    meta = {
+        "classes": classes,
+        "channels": data.channels,
+        "image_size": data.image_size,
+        "mean": mean,
+        "std": std,
+        "counts": counts,
+        "skipped": sorted(skipped),
+    }
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return {**counts, "classes": len(classes), "skipped": len(skipped)}
+
+
+def load_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (images uint8 (N,C,S,S), labels int64 (N,)) of one prepared split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    path = Path(prepared_dir) / f"{split}.pt"
+    _require(path)
+    try:
+        saved = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
+        raise _corrupt(path, exc) from None
+    images = saved.get("images") if isinstance(saved, dict) else None
+    labels = saved.get("labels") if isinstance(saved, dict) else None
+    if not (
+        isinstance(images, torch.Tensor)
+        and isinstance(labels, torch.Tensor)
+        and images.dtype == torch.uint8
+        and images.ndim == 4
+        and labels.dtype == torch.int64
+        and labels.shape == images.shape[:1]
+    ):
+        raise _corrupt(path, "not a dict of uint8 images and int64 labels")
+    return images, labels
+
+
+def load_meta(prepared_dir: Path) -> dict:
+    """The prepared dataset's meta.json (classes, channels, image_size, mean, std, ...)."""
+    path = Path(prepared_dir) / "meta.json"
+    _require(path)
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise _corrupt(path, exc) from None
+    if not isinstance(meta, dict) or "classes" not in meta:
+        raise _corrupt(path, "no classes")
+    return meta
+
+
+def _require(path: Path) -> None:
+    if not path.is_file():
+        raise VisiontuneError(f"{path} not found; run `dvc repro preprocess`")
+
+
+def _corrupt(path: Path, reason: object) -> VisiontuneError:
+    return VisiontuneError(f"{path} is corrupt ({reason}); run `dvc repro preprocess`")
+
+
+def _read_source(raw_dir: Path) -> dict:
+    path = raw_dir / "source.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VisiontuneError(
+            f"{path} not found; run the download stage first (`dvc repro download`)"
+        ) from None
+    except ValueError as exc:
+        raise VisiontuneError(f"{path} is corrupt ({exc}); run `dvc repro download`") from None
+
+
+Loader = Callable[[object], torch.Tensor]
+
+
+def _open_raw(raw_dir: Path, source: dict, data: DataParams) -> tuple[list[list], Loader]:
+    """Per class, references to its images; and the function that loads one reference."""
+    size, channels = data.image_size, data.channels
+    if source["format"] == "arrays":
+        with np.load(raw_dir / "arrays.npz") as arrays:
+            images, labels = arrays["images"], arrays["labels"]
+        members = [np.flatnonzero(labels == label).tolist() for label in range(len(source["classes"]))]
+        return members, lambda index: image_to_tensor(Image.fromarray(images[index]), channels, size)
+
+    def load_file(relative: object) -> torch.Tensor:
+        with Image.open(raw_dir / str(relative)) as image:
+            return image_to_tensor(image, channels, size)
+
+    members = [
+        [path.relative_to(raw_dir).as_posix() for path in _files(raw_dir / "images" / name)]
+        for name in source["classes"]
+    ]
+    return members, load_file
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def _subset(refs: list, limit: int, rng: np.random.Generator) -> list:
+    """At most ``limit`` references (0 = all), a seeded random choice kept in order."""
+    if not limit or len(refs) <= limit:
+        return refs
+    return [refs[i] for i in np.sort(rng.choice(len(refs), limit, replace=False))]
+
+
+def _load_all(refs: list, load: Loader, skip_corrupt: bool, skipped: list[str]) -> list:
+    """Load every reference; unreadable ones fail, or are appended to ``skipped``."""
+    tensors = []
+    for ref in refs:
+        try:
+            tensors.append(load(ref))
+        except _UNREADABLE as exc:
+            if not skip_corrupt:
+                raise VisiontuneError(
+                    f"cannot read image {ref}: {exc}; "
+                    "set data.skip_corrupt=true to skip unreadable images"
+                ) from None
+            skipped.append(str(ref))
+    return tensors
+
+
+def _split_sizes(count: int, data: DataParams, name: str) -> tuple[int, int, int]:
+    """(train, val, test) sizes of a class of ``count`` images; at least one to train on."""
+    val = round(count * data.val_fraction)
+    test = round(count * data.test_fraction)
+    if count - val - test < 1:
+        raise VisiontuneError(
+            f"class {name!r} has {count} usable images: too few to keep one for training "
+            f"with data.val_fraction={data.val_fraction:g} and "
+            f"data.test_fraction={data.test_fraction:g}"
+        )
+    return count - val - test, val, test
+
+
+def _stack(
+    images: list[torch.Tensor], labels: list[int], shape: tuple[int, int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    stacked = torch.stack(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
+    return stacked, torch.tensor(labels, dtype=torch.int64)
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std on a 0..1 scale, exact (integer histograms), so reproducible."""
+    values = np.arange(256, dtype=object)  # Python ints: sums cannot overflow or round
+    means, stds = [], []
+    for channel in range(images.shape[1]):
+        counts = torch.bincount(images[:, channel].flatten(), minlength=256).tolist()
+        total = sum(counts)
+        mean = sum(values * counts) / total
+        var = sum(values * values * counts) / total - mean * mean
+        means.append(round(mean / 255, 6))
+        stds.append(round(max(var, 0.0) ** 0.5 / 255, 6))
+    return means, stds
