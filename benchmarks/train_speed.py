@@ -82,14 +82,18 @@ def main() -> None:
 
     bare = times["bare"]
     best_conventional = min(v for k, v in times.items() if k.startswith("dataloader"))
-    print(f"source={params.data.source} image_size={params.data.image_size} "
-          f"model={params.model.name} batch_size={params.train.batch_size} "
-          f"train images={x.shape[0]} threads={torch.get_num_threads()}")
+    print(
+        f"source={params.data.source} image_size={params.data.image_size} "
+        f"model={params.model.name} batch_size={params.train.batch_size} "
+        f"train images={x.shape[0]} threads={torch.get_num_threads()}"
+    )
     for name, seconds in times.items():
         print(f"  {name:24s} median epoch {seconds * 1000:8.1f} ms")
     print(f"(a) train-stage epoch / bare compute:              {times['stage'] / bare:.3f}")
     print(f"    same, with the per-epoch validation pass:      {times['stage+val'] / bare:.3f}")
-    print(f"(b) speed-up over per-image DataLoader + PIL:      {best_conventional / times['stage']:.2f}x")
+    print(
+        f"(b) speed-up over per-image DataLoader + PIL:      {best_conventional / times['stage']:.2f}x"
+    )
 
 
 def _ready_batches(

@@ -62,7 +62,9 @@ class DvcRepo:
         repo.commit("copy of visiontune")
         return repo
 
-    def run(self, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    def run(
+        self, *args: str, check: bool = True, timeout: float = 900
+    ) -> subprocess.CompletedProcess:
         result = subprocess.run(
             args, cwd=self.path, env=self.env, capture_output=True, text=True, timeout=timeout
         )

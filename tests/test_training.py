@@ -88,8 +88,14 @@ def test_same_params_same_metrics(prepared, tmp_path):
     first = run(params, prepared, tmp_path / "a")
     second = run(params, prepared, tmp_path / "b")
     assert first == second
-    assert run(dataclasses.replace(params, train=dataclasses.replace(params.train, seed=1)),
-               prepared, tmp_path / "c") != first
+    assert (
+        run(
+            dataclasses.replace(params, train=dataclasses.replace(params.train, seed=1)),
+            prepared,
+            tmp_path / "c",
+        )
+        != first
+    )
 
 
 def test_early_stopping_keeps_the_best_epoch(prepared, tmp_path):
@@ -117,15 +123,19 @@ def test_divergence_is_a_clear_error(prepared, tmp_path):
     params = small(lr=10.0, optimizer="sgd", schedule="none", momentum=0.99)
     params = dataclasses.replace(params, model=dataclasses.replace(params.model, batchnorm=False))
     with pytest.raises(TrainingDiverged, match=r"train/loss is nan at epoch \d+; try a lower"):
-        run(dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=5)),
-            prepared, tmp_path)
+        run(
+            dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=5)),
+            prepared,
+            tmp_path,
+        )
 
 
 def test_evaluate_writes_test_metrics_and_plots(prepared, tmp_path):
     params = small()
     run(params, prepared, tmp_path)
-    metrics = evaluate(params, tmp_path / "model.pt", prepared, tmp_path / "eval.json",
-                       tmp_path / "plots")
+    metrics = evaluate(
+        params, tmp_path / "model.pt", prepared, tmp_path / "eval.json", tmp_path / "plots"
+    )
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     assert set(metrics["test"]) == {"acc", "loss", "macro_f1"}
     _, labels = load_split(prepared, "test")
@@ -150,9 +160,7 @@ def test_per_class_scores_match_scikit_learn():
     actual = torch.randint(0, 4, (200,), generator=generator)
     predicted = torch.where(torch.rand(200, generator=generator) < 0.6, actual, 3)
     rows = per_class_scores(actual, predicted, 5)
-    expected = precision_recall_fscore_support(
-        actual, predicted, labels=range(5), zero_division=0
-    )
+    expected = precision_recall_fscore_support(actual, predicted, labels=range(5), zero_division=0)
     for i, row in enumerate(rows):
         assert row["precision"] == pytest.approx(expected[0][i], abs=1e-6)
         assert row["recall"] == pytest.approx(expected[1][i], abs=1e-6)

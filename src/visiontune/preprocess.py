@@ -8,10 +8,12 @@ image is converted, so that training and serving see identical pixels.
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 import struct
 import warnings
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from visiontune.errors import VisiontuneError
 from visiontune.params import DataParams
 
 SPLITS = ("train", "val", "test")
+
+Loader = Callable[[object], torch.Tensor]  # loads one image reference (array index or path)
 
 # What Pillow raises for a file that is not a readable image (or is a decompression bomb).
 _UNREADABLE = (
@@ -56,28 +60,15 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     source = _read_source(raw_dir)
     classes = source["classes"]
     members, load = _open_raw(raw_dir, source, data)
-    rng = np.random.default_rng(data.seed)
-    splits: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
     skipped: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for label, name in enumerate(classes):
-            refs = _subset(members[label], data.max_per_class, rng)
-            tensors = _load_all(refs, load, data.skip_corrupt, skipped)
-            order = rng.permutation(len(tensors))
-            start = 0
-            for split, count in zip(SPLITS, _split_sizes(len(tensors), data, name), strict=True):
-                images, labels = splits[split]
-                images.extend(tensors[i] for i in order[start : start + count])
-                labels.extend([label] * count)
-                start += count
-    shape = (data.channels, data.image_size, data.image_size)
-    tensors = {split: _stack(*splits[split], shape) for split in SPLITS}
+        splits = _split_classes(classes, members, load, data, skipped)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for split, (images, labels) in tensors.items():
+    for split, (images, labels) in splits.items():
         torch.save({"images": images, "labels": labels}, out_dir / f"{split}.pt")
-    mean, std = _channel_stats(tensors["train"][0])
-    counts = {split: len(labels) for split, (_, labels) in tensors.items()}
+    mean, std = _channel_stats(splits["train"][0])
+    counts = {split: len(labels) for split, (_, labels) in splits.items()}
     meta = {
         "classes": classes,
         "channels": data.channels,
@@ -99,8 +90,8 @@ def load_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     _require(path)
     try:
         saved = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as exc:
-        raise _corrupt(path, exc) from None
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
+        raise _corrupt(path, "not a file written by torch.save") from None
     images = saved.get("images") if isinstance(saved, dict) else None
     labels = saved.get("labels") if isinstance(saved, dict) else None
     if not (
@@ -149,27 +140,32 @@ def _read_source(raw_dir: Path) -> dict:
         raise VisiontuneError(f"{path} is corrupt ({exc}); run `dvc repro download`") from None
 
 
-Loader = Callable[[object], torch.Tensor]
-
-
 def _open_raw(raw_dir: Path, source: dict, data: DataParams) -> tuple[list[list], Loader]:
     """Per class, references to its images; and the function that loads one reference."""
-    size, channels = data.image_size, data.channels
+    classes = source["classes"]
+    convert = functools.partial(image_to_tensor, channels=data.channels, size=data.image_size)
     if source["format"] == "arrays":
-        with np.load(raw_dir / "arrays.npz") as arrays:
-            images, labels = arrays["images"], arrays["labels"]
-        members = [np.flatnonzero(labels == label).tolist() for label in range(len(source["classes"]))]
-        return members, lambda index: image_to_tensor(Image.fromarray(images[index]), channels, size)
+        images, labels = _read_arrays(raw_dir / "arrays.npz")
+        members = [np.flatnonzero(labels == label).tolist() for label in range(len(classes))]
+        return members, lambda index: convert(Image.fromarray(images[index]))
 
     def load_file(relative: object) -> torch.Tensor:
         with Image.open(raw_dir / str(relative)) as image:
-            return image_to_tensor(image, channels, size)
+            return convert(image)
 
     members = [
         [path.relative_to(raw_dir).as_posix() for path in _files(raw_dir / "images" / name)]
-        for name in source["classes"]
+        for name in classes
     ]
     return members, load_file
+
+
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path) as arrays:
+            return arrays["images"], arrays["labels"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
+        raise VisiontuneError(f"cannot read {path} ({exc}); run `dvc repro download`") from None
 
 
 def _files(folder: Path) -> list[Path]:
@@ -199,6 +195,26 @@ def _load_all(refs: list, load: Loader, skip_corrupt: bool, skipped: list[str]) 
     return tensors
 
 
+def _split_classes(
+    classes: list[str], members: list[list], load: Loader, data: DataParams, skipped: list[str]
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Load each class's (subset of) images and deal them into stratified, seeded splits."""
+    rng = np.random.default_rng(data.seed)
+    parts: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
+    for label, name in enumerate(classes):
+        refs = _subset(members[label], data.max_per_class, rng)
+        tensors = _load_all(refs, load, data.skip_corrupt, skipped)
+        order = rng.permutation(len(tensors))
+        start = 0
+        for split, count in zip(SPLITS, _split_sizes(len(tensors), data, name), strict=True):
+            images, labels = parts[split]
+            images.extend(tensors[i] for i in order[start : start + count])
+            labels.extend([label] * count)
+            start += count
+    shape = (data.channels, data.image_size, data.image_size)
+    return {split: _stack(*parts[split], shape) for split in SPLITS}
+
+
 def _split_sizes(count: int, data: DataParams, name: str) -> tuple[int, int, int]:
     """(train, val, test) sizes of a class of ``count`` images; at least one to train on."""
     val = round(count * data.val_fraction)
@@ -221,13 +237,12 @@ def _stack(
 
 def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std on a 0..1 scale, exact (integer histograms), so reproducible."""
-    values = np.arange(256, dtype=object)  # Python ints: sums cannot overflow or round
     means, stds = [], []
     for channel in range(images.shape[1]):
         counts = torch.bincount(images[:, channel].flatten(), minlength=256).tolist()
         total = sum(counts)
-        mean = sum(values * counts) / total
-        var = sum(values * values * counts) / total - mean * mean
-        means.append(round(mean / 255, 6))
-        stds.append(round(max(var, 0.0) ** 0.5 / 255, 6))
+        first = sum(value * count for value, count in enumerate(counts))
+        second = sum(value * value * count for value, count in enumerate(counts))
+        means.append(round(first / total / 255, 6))
+        stds.append(round((second * total - first * first) ** 0.5 / total / 255, 6))
     return means, stds

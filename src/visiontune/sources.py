@@ -1,17 +1,21 @@
-"""Dataset sources for the download stage: names users put in ``data.source``.
+"""Dataset sources for the download stage: names users put in ``data.source``, and
+``download``, which writes any of them into the raw format that preprocess reads.
 
 This module's top level imports nothing heavy: params validation imports it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -145,7 +149,8 @@ def _write_torchvision(name: str, out: Path, root: Path) -> dict:
     class_name, splits = TORCHVISION_SOURCES[name]
     dataset_class = getattr(torchvision.datasets, class_name)
     try:
-        parts = [dataset_class(root=root, download=True, **split) for split in splits]
+        with _socket_timeout(60):  # torchvision's urlopen calls have none: never hang
+            parts = [dataset_class(root=root, download=True, **split) for split in splits]
     except (OSError, RuntimeError) as exc:
         raise VisiontuneError(
             f"data.source={name} needs a network to download ({_last_line(exc)}); "
@@ -158,6 +163,16 @@ def _write_torchvision(name: str, out: Path, root: Path) -> dict:
     images, labels = zip(*(_dataset_arrays(part) for part in parts), strict=True)
     labels = np.concatenate(labels)
     return _write_arrays(out, np.concatenate(images), labels, _class_names(parts[0], labels))
+
+
+@contextlib.contextmanager
+def _socket_timeout(seconds: float) -> Iterator[None]:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def _dataset_arrays(dataset: Any) -> tuple[np.ndarray, np.ndarray]:

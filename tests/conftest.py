@@ -1,0 +1,78 @@
+"""Shared fixtures: image folders built with PIL, a real local HTTP server, no network."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _make_image_folder(
+    root: Path, classes: list[str], per_class: int, size: int = 8, mode: str = "RGB"
+) -> Path:
+    """Write ``root/<class>/<i>.png`` random images (seeded per class); return ``root``."""
+    for label, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(label)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            Image.fromarray(pixels).convert(mode).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def make_image_folder() -> Callable[..., Path]:
+    """``make_image_folder(root, classes, per_class, size=8, mode="RGB") -> root``."""
+    return _make_image_folder
+
+
+@dataclass(frozen=True)
+class FileServer:
+    """A real HTTP server on 127.0.0.1 serving the files under ``root``."""
+
+    root: Path
+    base_url: str
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{name}"
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep request lines out of the test output."""
+
+
+@pytest.fixture
+def file_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FileServer]:
+    """Serve ``tmp_path/served`` over HTTP (port chosen by the OS), bypassing any proxy."""
+    monkeypatch.setenv("no_proxy", "*")
+    root = tmp_path / "served"
+    root.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    serve = functools.partial(server.serve_forever, poll_interval=0.01)
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield FileServer(root, f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Route every urllib request to a closed local port, so downloads fail at once."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
