@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from functools import partial
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -91,9 +91,8 @@ def main() -> None:
         print(f"  {name:24s} median epoch {seconds * 1000:8.1f} ms")
     print(f"(a) train-stage epoch / bare compute:              {times['stage'] / bare:.3f}")
     print(f"    same, with the per-epoch validation pass:      {times['stage+val'] / bare:.3f}")
-    print(
-        f"(b) speed-up over per-image DataLoader + PIL:      {best_conventional / times['stage']:.2f}x"
-    )
+    speedup = best_conventional / times["stage"]
+    print(f"(b) speed-up over per-image DataLoader + PIL:      {speedup:.2f}x")
 
 
 def _ready_batches(

@@ -75,4 +75,3 @@ def test_queued_experiments_run_and_compare(dvc_repo):
         (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
         revisions = {row["rev"] for row in plot["content"]["data"]["values"]}
         assert revisions == {"lr-high", "lr-low"}
-
