@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -120,14 +121,17 @@ def test_optimizers_and_schedules(prepared, tmp_path, options):
 
 
 def test_divergence_is_a_clear_error(prepared, tmp_path):
-    params = small(lr=10.0, optimizer="sgd", schedule="none", momentum=0.99)
-    params = dataclasses.replace(params, model=dataclasses.replace(params.model, batchnorm=False))
-    with pytest.raises(TrainingDiverged, match=r"train/loss is nan at epoch \d+; try a lower"):
-        run(
-            dataclasses.replace(params, train=dataclasses.replace(params.train, epochs=5)),
-            prepared,
-            tmp_path,
-        )
+    """Non-finite losses stop training with a one-line error (here: NaN inputs)."""
+    broken = tmp_path / "prepared"
+    shutil.copytree(prepared, broken)
+    meta = json.loads((broken / "meta.json").read_text())
+    meta["mean"] = [float("nan")]
+    (broken / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        TrainingDiverged, match=r"train/loss is nan at epoch 1; try a lower model.lr"
+    ):
+        run(small(), broken, tmp_path)
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_evaluate_writes_test_metrics_and_plots(prepared, tmp_path):

@@ -95,7 +95,8 @@ def train(
             elif cfg.patience and epoch - best.epoch >= cfg.patience:
                 tqdm.write(f"early stop: no val/acc gain for {cfg.patience} epochs")
                 break
-        Path(live.metrics_file).unlink(missing_ok=True)
+    # The summary below describes the saved model; DVCLive's last-epoch one would not.
+    Path(live.metrics_file).unlink(missing_ok=True)
     kept = best if cfg.patience else result
     if best_state is not None:
         model.load_state_dict(best_state)
