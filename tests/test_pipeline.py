@@ -70,7 +70,7 @@ def test_queued_experiments_run_and_compare(dvc_repo):
         assert row["metrics"]["metrics/train.json"]["data"]["val"]["acc"] > 0.3
     assert rows["lr-low"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 3
 
-    plots = json.loads(dvc_repo.dvc("plots", "diff", "lr-high", "lr-low", "--json").stdout)
+    plots = json.loads(dvc_repo.dvc("plots", "diff", "lr-high", "lr-low", "--json").stdout)["data"]
     for plot_id in ("val_acc", "val_loss"):
         (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
         revisions = {row["rev"] for row in plot["content"]["data"]["values"]}

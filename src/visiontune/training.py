@@ -84,6 +84,7 @@ def train(
                 )
             val = evaluate_split(model, x_val, y_val, normalize, 2 * cfg.batch_size)
             result = EpochResult(epoch, loss, acc, val)
+            live.step = epoch  # series count epochs from 1, as the log lines do
             for name, value in result.metrics().items():
                 live.log_metric(name, value)
             live.next_step()
