@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import random
 import statistics
 import tempfile
 import time
@@ -35,7 +36,7 @@ CPU = torch.device("cpu")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--repeats", type=int, default=5, help="timed epochs per method")
+    parser.add_argument("--repeats", type=int, default=9, help="timed epochs per method")
     args = parser.parse_args()
     params = load_params(args.params)
     # Enough schedule steps for the warm-up and timed epochs of every method.
@@ -142,7 +143,6 @@ def _conventional_loader(folder: Path, meta: dict, params, workers: int):
         batch_size=params.train.batch_size,
         shuffle=True,
         num_workers=workers,
-        persistent_workers=workers > 0,
     )
 
 
@@ -167,12 +167,14 @@ def _conventional_epoch(trainer: Trainer, loader):
 
 
 def _time_interleaved(methods: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per call, after one warm-up each, alternating between methods."""
+    """Median seconds per call, after one warm-up each, in a new random order each round."""
     for fn in methods.values():
         fn()
     samples: dict[str, list[float]] = {name: [] for name in methods}
+    order = random.Random(0)
     for _ in range(repeats):
-        for name, fn in methods.items():
+        for name in order.sample(list(methods), len(methods)):
+            fn = methods[name]
             start = time.perf_counter()
             fn()
             samples[name].append(time.perf_counter() - start)

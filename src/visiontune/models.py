@@ -49,12 +49,13 @@ def build_model(
 ) -> nn.Module:
     """The network ``model.name`` names, for square images of ``image_size`` pixels.
 
-    Raises VisiontuneError (one line, naming the params key) for an unknown name, an
-    image size the network cannot take, or pretrained weights that cannot be fetched.
+    The model comes in channels_last memory format: convolutions run faster so on CPUs
+    and GPUs alike. Raises VisiontuneError (one line, naming the params key) for an unknown
+    name, an image size the network cannot take, or pretrained weights that cannot be fetched.
     """
-    if model.name == "cnn":
-        return _cnn(model, num_classes=num_classes, channels=channels, image_size=image_size)
-    return _timm_model(model, num_classes=num_classes, channels=channels, image_size=image_size)
+    build = _cnn if model.name == "cnn" else _timm_model
+    network = build(model, num_classes=num_classes, channels=channels, image_size=image_size)
+    return network.to(memory_format=torch.channels_last)
 
 
 class SqueezeExcite(nn.Module):
