@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,9 @@ def test_pretrained_without_network_is_one_line(
     )
     assert "offline mode is enabled" in message
     assert "\n" not in message
+
+
+def test_readme_lists_exactly_the_tested_models():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = re.findall(r"^\| `([\w.]+)` \| (\d+) \|", readme, flags=re.MULTILINE)
+    assert listed == [(e.name, str(e.min_image_size)) for e in MODEL_EXAMPLES]

@@ -49,8 +49,8 @@ def build_model(
 ) -> nn.Module:
     """The network ``model.name`` names, for square images of ``image_size`` pixels.
 
-    The model comes in channels_last memory format: convolutions run faster so on CPUs
-    and GPUs alike. Raises VisiontuneError (one line, naming the params key) for an unknown
+    The model comes in channels_last memory format, in which convolutions run faster on
+    CPUs and GPUs alike. Raises VisiontuneError (one line, naming the params key) for an unknown
     name, an image size the network cannot take, or pretrained weights that cannot be fetched.
     """
     build = _cnn if model.name == "cnn" else _timm_model
