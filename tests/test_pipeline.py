@@ -75,3 +75,18 @@ def test_queued_experiments_run_and_compare(dvc_repo):
         (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
         revisions = {row["rev"] for row in plot["content"]["data"]["values"]}
         assert revisions == {"lr-high", "lr-low"}
+
+
+def test_committed_lock_file_matches_code_and_params(tmp_path):
+    """dvc.lock on main records the current code and params.yaml: only outputs are missing."""
+    repo = DvcRepo.copy_of_project(tmp_path / "repo", overrides={})
+    status = json.loads(repo.dvc("status", "--json").stdout)
+    stale = [
+        (stage, kind, path, state)
+        for stage, changes in status.items()
+        for change in changes
+        for kind, paths in change.items()
+        for path, state in (paths.items() if isinstance(paths, dict) else [(paths, "?")])
+        if kind not in ("changed deps", "changed outs") or state not in ("deleted", "not in cache")
+    ]
+    assert not stale, f"dvc.lock is stale (run dvc repro and commit it): {stale}"
