@@ -16,6 +16,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -72,10 +73,10 @@ def main() -> None:
             evaluate_split(trainer.model, x_val, y_val, normalize, 2 * params.train.batch_size)
 
         def bare_epoch() -> None:
-            _bare_epoch(trainer, ready)
+            _fit(trainer, ready)
 
         loaders = {w: _conventional_loader(folder, meta, params, w) for w in (0, 2)}
-        conventional = {w: _conventional_epoch(trainer, loader) for w, loader in loaders.items()}
+        conventional = {w: partial(_fit, trainer, loader) for w, loader in loaders.items()}
 
         methods = {"stage": stage_epoch, "stage+val": stage_epoch_with_val, "bare": bare_epoch}
         methods |= {f"dataloader(workers={w})": fn for w, fn in conventional.items()}
@@ -104,7 +105,8 @@ def _ready_batches(
     return [(normalize(x[i]), y[i]) for i in index_batches(x.shape[0], batch_size, CPU, generator)]
 
 
-def _bare_epoch(trainer: Trainer, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+def _fit(trainer: Trainer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """Forward, backward and optimizer step on each ready (images, labels) batch."""
     model, optimizer = trainer.model, trainer.optimizer
     model.train()
     for images, labels in batches:
@@ -151,19 +153,6 @@ def _open(path: str, mode: str):
 
     with Image.open(path) as image:
         return image.convert(mode)
-
-
-def _conventional_epoch(trainer: Trainer, loader):
-    def run() -> None:
-        model, optimizer = trainer.model, trainer.optimizer
-        model.train()
-        for images, labels in loader:
-            loss = F.cross_entropy(model(images), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-    return run
 
 
 def _time_interleaved(methods: dict, repeats: int) -> dict[str, float]:
