@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,14 +46,34 @@ class EpochResult:
         }
 
 
-def train(
-    params: Params, prepared_dir: Path, model_path: Path, live_dir: Path, summary_path: Path
-) -> dict[str, Any]:
-    """Train ``params.model`` with ``params.train`` on ``prepared_dir``; save model and metrics.
+@dataclass
+class FitResult:
+    """A fitted model, its per-epoch history and the epoch whose weights it holds."""
 
-    Writes the checkpoint to ``model_path``, per-epoch series under ``live_dir`` (DVCLive)
-    and the summary (the saved model's epoch) to ``summary_path``, and returns the summary.
-    With ``train.patience`` > 0 training stops early and keeps the best val/acc weights.
+    model: torch.nn.Module
+    meta: dict[str, Any]
+    history: list[EpochResult]
+    kept: EpochResult
+
+    def summary(self) -> dict[str, Any]:
+        """Metrics of the kept epoch, nested as DVCLive nests them, plus epoch counts."""
+        nested: dict[str, Any] = {}
+        for name, value in self.kept.metrics().items():
+            group, _, key = name.partition("/")
+            nested.setdefault(group, {})[key] = value
+        return {**nested, "epochs": len(self.history), "best_epoch": self.kept.epoch}
+
+
+def fit(
+    params: Params,
+    prepared_dir: Path,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> FitResult:
+    """Train ``params.model`` with ``params.train`` on ``prepared_dir``, in this process.
+
+    Calls ``on_epoch`` after each epoch. With ``train.patience`` > 0 training stops early
+    and the model keeps the best val/acc weights; otherwise it keeps the last epoch's.
+    Raises TrainingDiverged when the loss is no longer finite.
     """
     cfg = params.train
     configure(cfg.seed, cfg.threads)
@@ -69,40 +90,59 @@ def train(
     trainer = Trainer(model, params, x_train.shape[0], device)
     normalize = Normalizer.from_stats(meta["mean"], meta["std"], device)
 
-    from dvclive import Live
-
+    history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    for epoch in range(1, cfg.epochs + 1):
+        start = time.perf_counter()
+        loss, acc = trainer.epoch(x_train, y_train, normalize, f"epoch {epoch}/{cfg.epochs}")
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: train/loss is {loss} at epoch {epoch}; "
+                f"try a lower model.lr (now {params.model.lr:g})"
+            )
+        val = evaluate_split(model, x_val, y_val, normalize, 2 * cfg.batch_size)
+        result = EpochResult(epoch, loss, acc, val)
+        history.append(result)
+        if on_epoch is not None:
+            on_epoch(result)
+        _report(result, cfg.epochs, time.perf_counter() - start)
+        if best is None or val.acc > best.val.acc:
+            best = result
+            if cfg.patience:
+                best_state = copy.deepcopy(model.state_dict())
+        elif cfg.patience and epoch - best.epoch >= cfg.patience:
+            tqdm.write(f"early stop: no val/acc gain for {cfg.patience} epochs")
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    kept = best if cfg.patience and best is not None else history[-1]
+    return FitResult(model=model, meta=meta, history=history, kept=kept)
+
+
+def train(
+    params: Params, prepared_dir: Path, model_path: Path, live_dir: Path, summary_path: Path
+) -> dict[str, Any]:
+    """The train stage: :func:`fit`, then save the model, the series and the summary.
+
+    Writes the checkpoint to ``model_path``, per-epoch series under ``live_dir`` (DVCLive)
+    and the summary (of the saved model's epoch) to ``summary_path``, and returns it.
+    """
+    from dvclive import Live
+
     with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
-        for epoch in range(1, cfg.epochs + 1):
-            start = time.perf_counter()
-            loss, acc = trainer.epoch(x_train, y_train, normalize, f"epoch {epoch}/{cfg.epochs}")
-            if not math.isfinite(loss):
-                raise TrainingDiverged(
-                    f"training diverged: train/loss is {loss} at epoch {epoch}; "
-                    f"try a lower model.lr (now {params.model.lr:g})"
-                )
-            val = evaluate_split(model, x_val, y_val, normalize, 2 * cfg.batch_size)
-            result = EpochResult(epoch, loss, acc, val)
-            live.step = epoch  # series count epochs from 1, as the log lines do
+
+        def log(result: EpochResult) -> None:
+            live.step = result.epoch  # series count epochs from 1, as the log lines do
             for name, value in result.metrics().items():
                 live.log_metric(name, value)
             live.next_step()
-            _report(result, cfg.epochs, time.perf_counter() - start)
-            if best is None or val.acc > best.val.acc:
-                best = result
-                if cfg.patience:
-                    best_state = copy.deepcopy(model.state_dict())
-            elif cfg.patience and epoch - best.epoch >= cfg.patience:
-                tqdm.write(f"early stop: no val/acc gain for {cfg.patience} epochs")
-                break
+
+        fitted = fit(params, prepared_dir, on_epoch=log)
     # The summary below describes the saved model; DVCLive's last-epoch one would not.
     Path(live.metrics_file).unlink(missing_ok=True)
-    kept = best if cfg.patience else result
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    save_checkpoint(model_path, model, params, meta)
-    summary = {**_nest(kept.metrics()), "epochs": result.epoch, "best_epoch": kept.epoch}
+    save_checkpoint(model_path, fitted.model, params, fitted.meta)
+    summary = fitted.summary()
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -179,12 +219,3 @@ def _scheduler(
 def _report(result: EpochResult, epochs: int, seconds: float) -> None:
     values = "  ".join(f"{k} {v:.4f}" for k, v in result.metrics().items())
     tqdm.write(f"epoch {result.epoch}/{epochs}  {values}  ({seconds:.1f} s)")
-
-
-def _nest(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
-    """``{"val/acc": x}`` -> ``{"val": {"acc": x}}``, as DVCLive nests its summary."""
-    nested: dict[str, dict[str, float]] = {}
-    for name, value in metrics.items():
-        group, _, key = name.partition("/")
-        nested.setdefault(group, {})[key] = value
-    return nested
