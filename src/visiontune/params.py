@@ -85,6 +85,48 @@ class TrainParams:
     seed: int = _spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
 
 
+# Sections whose keys a sweep cell or a tuning trial may change.
+TUNABLE_SECTIONS = ("data", "model", "train")
+OBJECTIVES = {"val.acc": "maximize", "val.loss": "minimize"}
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """The sweep stage: a full grid over two params, every cell trained for ``epochs``."""
+
+    x: str = _spec("model.lr", doc="param on the heatmap's x axis")
+    x_values: tuple = _spec((0.001, 0.003, 0.01, 0.03, 0.1))
+    y: str = _spec("model.width", doc="param on the heatmap's y axis")
+    y_values: tuple = _spec((8, 16, 32))
+    epochs: int = _spec(4, ge=1, le=10_000, doc="epochs of every cell (no early stopping)")
+    metric: str = _spec("val.acc", choices=tuple(OBJECTIVES))
+
+
+@dataclass(frozen=True)
+class SpaceParam:
+    """One dimension of the tuning search space (``tune.space.<key>``)."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """The Optuna study that ``visiontune tune`` runs as dvc experiments."""
+
+    study: str = _spec("visiontune", doc="study name; trials are named <study>-<number>")
+    metric: str = _spec("val.acc", choices=tuple(OBJECTIVES), doc="validation metric to optimise")
+    seed: int = _spec(0, ge=0, doc="TPE sampler seed")
+    n_startup_trials: int = _spec(5, ge=0, doc="random trials before TPE takes over")
+    multivariate: bool = _spec(True, doc="TPE models the params jointly")
+    trial_timeout: int = _spec(900, ge=1, doc="seconds before a trial is stopped and failed")
+    space: tuple = _spec((), doc="key: {type: float|int|categorical, low, high, log, choices}")
+
+
 @dataclass(frozen=True)
 class Params:
     """All of params.yaml."""
@@ -92,6 +134,8 @@ class Params:
     data: DataParams = field(default_factory=DataParams)
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
+    tune: TuneParams = field(default_factory=TuneParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -133,6 +177,10 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             values[name] = _build(kind, raw[name], f"{prefix}{name}.")
+        elif f"{prefix}{name}" == "tune.space":
+            values[name] = _parse_space(raw[name])
+        elif kind is tuple:
+            values[name] = _check_list(f"{prefix}{name}", raw[name])
         else:
             values[name] = _check_value(f"{prefix}{name}", raw[name], kind, spec.metadata)
     return cls(**values)
@@ -185,6 +233,8 @@ def _check_consistency(params: Params) -> None:
         )
     if model.pretrained and model.name == "cnn":
         raise ParamsError("model.pretrained needs a timm model; model.name is 'cnn'")
+    _check_sweep(params)
+    _check_tune(params)
     if not _is_device(train.device):
         raise ParamsError(
             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}"
@@ -196,3 +246,137 @@ def _is_device(device: str) -> bool:
         return True
     prefix, _, index = device.partition(":")
     return prefix == "cuda" and index.isdigit()
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """``params`` with dotted keys (``model.lr``) set to new values, validated again."""
+    raw = to_raw(params)
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if not isinstance(raw.get(section), dict) or not name or "." in name:
+            raise ParamsError(f"{key} is not a params key; expected section.key, e.g. model.lr")
+        raw[section][name] = value
+    return parse_params(raw)
+
+
+def to_raw(params: Params) -> dict[str, Any]:
+    """``params`` as plain YAML data, the form params.yaml has."""
+    raw = dataclasses.asdict(params)
+    for section in raw.values():
+        for name, value in section.items():
+            if isinstance(value, tuple):
+                section[name] = list(value)
+    raw["tune"]["space"] = {p.key: _space_raw(p) for p in params.tune.space}
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; values parse as YAML, like dvc's -S."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {text!r} must look like section.key=value")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ParamsError(f"override {text!r}: the value is not valid YAML") from None
+
+
+def _space_raw(param: SpaceParam) -> dict[str, Any]:
+    if param.type == "categorical":
+        return {"type": param.type, "choices": list(param.choices)}
+    return {"type": param.type, "low": param.low, "high": param.high, "log": param.log}
+
+
+def _check_list(key: str, value: Any) -> tuple:
+    if not isinstance(value, list) or not value:
+        raise ParamsError(f"{key} must be a non-empty list, got {value!r}")
+    for item in value:
+        if not isinstance(item, (int, float, str, bool)):
+            raise ParamsError(f"{key} items must be numbers, strings or booleans, got {item!r}")
+    if len(set(value)) != len(value):
+        raise ParamsError(f"{key} has repeated values: {value!r}")
+    return tuple(value)
+
+
+def _parse_space(raw: Any) -> tuple[SpaceParam, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ParamsError(f"tune.space must be a mapping of params keys to ranges, got {raw!r}")
+    return tuple(_parse_dimension(key, spec) for key, spec in raw.items())
+
+
+def _parse_dimension(key: str, spec: Any) -> SpaceParam:
+    where = f"tune.space.{key}"
+    if not isinstance(spec, dict):
+        raise ParamsError(f"{where} must be a mapping with a type, got {spec!r}")
+    kind = spec.get("type")
+    allowed = {"categorical": {"type", "choices"}}.get(kind, {"type", "low", "high", "log"})
+    if kind not in ("float", "int", "categorical"):
+        raise ParamsError(f"{where}.type must be one of float, int, categorical, got {kind!r}")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ParamsError(f"{where}.{sorted(unknown)[0]} is not a known key for type {kind}")
+    if kind == "categorical":
+        return SpaceParam(key, kind, choices=_check_list(f"{where}.choices", spec.get("choices")))
+    number = float if kind == "float" else int
+    low, high = (
+        _check_value(f"{where}.{bound}", spec.get(bound), number, {}) for bound in ("low", "high")
+    )
+    log = _check_value(f"{where}.log", spec.get("log", False), bool, {})
+    if low >= high:
+        raise ParamsError(f"{where}.low must be < {where}.high, got {low!r} and {high!r}")
+    if log and low <= 0:
+        raise ParamsError(f"{where}.low must be > 0 with log: true, got {low!r}")
+    return SpaceParam(key, kind, low=low, high=high, log=log)
+
+
+def _field(where: str, key: str) -> dataclasses.Field:
+    """The schema field of a tunable key such as ``model.lr``; raise naming ``where``."""
+    section, _, name = key.partition(".")
+    if section in TUNABLE_SECTIONS:
+        cls = typing.get_type_hints(Params)[section]
+        for spec in dataclasses.fields(cls):
+            if spec.name == name:
+                return spec
+    raise ParamsError(
+        f"{where} must name a data, model or train param such as model.lr, got {key!r}"
+    )
+
+
+def _check_candidates(where: str, key: str, values: typing.Iterable[Any]) -> None:
+    """Each value is valid for ``key``; the error names the list it came from."""
+    spec = _field(where, key)
+    kind = typing.get_type_hints(_section_class(key))[spec.name]
+    for value in values:
+        try:
+            _check_value(key, value, kind, spec.metadata)
+        except ParamsError as exc:
+            raise ParamsError(f"{where}: {exc}") from None
+
+
+def _section_class(key: str) -> type:
+    return typing.get_type_hints(Params)[key.partition(".")[0]]
+
+
+def _check_sweep(params: Params) -> None:
+    sweep = params.sweep
+    for axis in ("x", "y"):
+        key = getattr(sweep, axis)
+        _field(f"sweep.{axis}", key)
+        if key.startswith("data."):
+            raise ParamsError(f"sweep.{axis} must be a model or train param, got {key!r}")
+        _check_candidates(f"sweep.{axis}_values", key, getattr(sweep, f"{axis}_values"))
+    if sweep.x == sweep.y:
+        raise ParamsError(f"sweep.x and sweep.y must differ, both are {sweep.x!r}")
+
+
+def _check_tune(params: Params) -> None:
+    if not params.tune.study.replace("-", "").replace("_", "").isalnum():
+        raise ParamsError(
+            f"tune.study must use letters, digits, - and _ only, got {params.tune.study!r}"
+        )
+    for param in params.tune.space:
+        where = f"tune.space.{param.key}"
+        values = param.choices if param.type == "categorical" else (param.low, param.high)
+        _check_candidates(where, param.key, values)
