@@ -16,7 +16,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 # The real params.yaml, shrunk so that one pipeline run takes seconds.
-SHRINK = {"train": {"epochs": 2, "threads": 1}}
+SHRINK = {
+    "train": {"epochs": 2, "threads": 1},
+    "sweep": {"x_values": [0.01, 0.1], "y_values": [8, 16], "epochs": 1},
+}
 
 
 class DvcRepo:

@@ -1,9 +1,8 @@
-"""The ``visiontune`` command."""
+"""The ``visiontune`` command. Each handler imports its (heavy) module only when it runs."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,13 +10,68 @@ from pathlib import Path
 import yaml
 
 from visiontune.errors import VisiontuneError
-from visiontune.params import load_params
+from visiontune.params import load_params, parse_override, with_overrides
+
+PREPARED = Path("data/prepared")
 
 
 def _params(args: argparse.Namespace) -> None:
     """Validate params.yaml and print every key with its effective value."""
+    from visiontune.params import to_raw
+
     params = load_params(args.file)
-    print(yaml.safe_dump(dataclasses.asdict(params), sort_keys=False), end="")
+    print(yaml.safe_dump(to_raw(params), sort_keys=False), end="")
+
+
+def _tune(args: argparse.Namespace) -> None:
+    from visiontune.tuning import TuneOptions, tune
+
+    params = load_params()
+    fixed = dict(parse_override(text) for text in args.set)
+    with_overrides(params, fixed)  # fail now, not in every trial
+    options = TuneOptions(
+        trials=args.trials,
+        jobs=args.jobs,
+        storage=args.storage,
+        study=args.study or params.tune.study,
+        fixed=fixed,
+        in_process=args.in_process,
+        sampler=args.sampler,
+    )
+    tune(params, options, repo=Path.cwd())
+
+
+def _heatmap(args: argparse.Namespace) -> None:
+    from visiontune.heatmap import heatmap_from_experiments
+
+    heatmap_from_experiments(Path.cwd(), x=args.x, y=args.y, metric=args.metric, out=args.out)
+
+
+def _lr_find(args: argparse.Namespace) -> None:
+    from visiontune.finders import lr_find
+
+    params = _with_sets(args)
+    lr_find(params, PREPARED, out=args.out, min_lr=args.min_lr, max_lr=args.max_lr)
+
+
+def _batch_size(args: argparse.Namespace) -> None:
+    from visiontune.finders import batch_size_find
+
+    batch_size_find(_with_sets(args), PREPARED, candidates=args.candidates)
+
+
+def _with_sets(args: argparse.Namespace):
+    return with_overrides(load_params(), dict(parse_override(text) for text in args.set))
+
+
+def _add_set(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a param for {what}, like dvc's -S (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,9 +79,64 @@ def build_parser() -> argparse.ArgumentParser:
         prog="visiontune", description="Image-classification experiments driven by DVC."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     check = commands.add_parser("params", help="validate params.yaml and print the values used")
     check.add_argument("--file", type=Path, default=Path("params.yaml"), help="params file")
     check.set_defaults(func=_params)
+
+    tune = commands.add_parser(
+        "tune", help="Optuna TPE study whose trials are dvc experiments named <study>-<number>"
+    )
+    tune.add_argument("--trials", type=int, required=True, help="trials the study should count")
+    tune.add_argument("--jobs", type=int, default=1, help="trials run at once (dvc queue -j)")
+    tune.add_argument(
+        "--storage",
+        default="sqlite:///.optuna/studies.db",
+        help="Optuna storage URL (default: a git-ignored SQLite file)",
+    )
+    tune.add_argument("--study", help="study name (default: tune.study in params.yaml)")
+    tune.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run trials in this process instead of as dvc experiments (for benchmarks)",
+    )
+    tune.add_argument(
+        "--sampler",
+        choices=("tpe", "random"),
+        default="tpe",
+        help="TPE (default), or random search as a baseline",
+    )
+    _add_set(tune, "every trial")
+    tune.set_defaults(func=_tune)
+
+    heatmap = commands.add_parser(
+        "heatmap", help="heatmap of a metric over two params across dvc experiments"
+    )
+    heatmap.add_argument("--x", required=True, help="param on the x axis, e.g. model.lr")
+    heatmap.add_argument("--y", required=True, help="param on the y axis, e.g. model.dropout")
+    heatmap.add_argument("--metric", default="val.acc", help="metric to show (default val.acc)")
+    heatmap.add_argument("--out", type=Path, default=Path("plots/heatmap.html"))
+    heatmap.set_defaults(func=_heatmap)
+
+    lr = commands.add_parser("lr-find", help="LR range test: loss against lr, suggested model.lr")
+    lr.add_argument("--min-lr", type=float, default=1e-5)
+    lr.add_argument("--max-lr", type=float, default=1.0)
+    lr.add_argument("--out", type=Path, default=Path("plots/lr_find.html"))
+    _add_set(lr, "the test")
+    lr.set_defaults(func=_lr_find)
+
+    batch = commands.add_parser(
+        "batch-size", help="training throughput by batch size here, and the suggested one"
+    )
+    batch.add_argument(
+        "--candidates",
+        type=int,
+        nargs="+",
+        default=[16, 32, 64, 128, 256, 512, 1024],
+        help="batch sizes to try",
+    )
+    _add_set(batch, "the measurement")
+    batch.set_defaults(func=_batch_size)
     return parser
 
 

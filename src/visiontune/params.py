@@ -71,7 +71,7 @@ class TrainParams:
     """How the network is optimised (train stage)."""
 
     epochs: int = _spec(15, ge=1, le=10_000)
-    batch_size: int = _spec(64, ge=1, le=65_536)
+    batch_size: int = _spec(128, ge=2, le=65_536, doc="at least 2: batchnorm needs two images")
     optimizer: str = _spec("adamw", choices=("sgd", "adam", "adamw"))
     weight_decay: float = _spec(0.0005, ge=0, lt=1)
     momentum: float = _spec(0.9, ge=0, lt=1, doc="sgd momentum")
@@ -124,6 +124,7 @@ class TuneParams:
     n_startup_trials: int = _spec(5, ge=0, doc="random trials before TPE takes over")
     multivariate: bool = _spec(True, doc="TPE models the params jointly")
     trial_timeout: int = _spec(900, ge=1, doc="seconds before a trial is stopped and failed")
+    heartbeat: int = _spec(10, ge=1, le=3600, doc="seconds between liveness marks of a trial")
     space: tuple = _spec((), doc="key: {type: float|int|categorical, low, high, log, choices}")
 
 

@@ -160,6 +160,20 @@ class Trainer:
         steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
         self.scheduler = _scheduler(self.optimizer, params.model.lr, self.cfg.schedule, steps)
 
+    def step(
+        self, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on a uint8 batch, augmented as params say; (logits, loss)."""
+        cfg = self.cfg
+        if cfg.flip or cfg.crop:
+            images = augment(images, flip=cfg.flip, crop=cfg.crop, generator=self.generator)
+        logits = self.model(normalize(images))
+        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return logits.detach(), loss.detach()
+
     def epoch(
         self, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer, desc: str
     ) -> tuple[float, float]:
@@ -181,18 +195,11 @@ class Trainer:
         ):
             if idx.numel() == 1 and n > 1:
                 continue  # a single image cannot be batch-normalised
-            x, y = images[idx], labels[idx]
-            if cfg.flip or cfg.crop:
-                x = augment(x, flip=cfg.flip, crop=cfg.crop, generator=self.generator)
-            logits = model(normalize(x))
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            logits, loss = self.step(images[idx], labels[idx], normalize)
             if self.scheduler is not None:
                 self.scheduler.step()
-            loss_sum += loss.detach() * idx.numel()
-            correct += (logits.detach().argmax(1) == y).sum()
+            loss_sum += loss * idx.numel()
+            correct += (logits.argmax(1) == labels[idx]).sum()
             seen += idx.numel()
         return loss_sum.item() / seen, correct.item() / seen
 

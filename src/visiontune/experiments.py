@@ -1,0 +1,87 @@
+"""The repository's dvc experiments, as ``dvc exp show --json`` lists them, flattened."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visiontune.errors import VisiontuneError
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of ``dvc exp show``: a baseline commit or an experiment based on it.
+
+    ``params`` (from params.yaml) and ``metrics`` (the numbers of all metrics files merged)
+    have dotted keys as ``dvc exp show`` prints them: ``model.lr``, ``val.acc``, ``test.acc``.
+    ``state`` is ``success``, ``queued``, ``running`` or ``failed``; only a ``success``
+    row's metrics are its own (a queued or running one shows its baseline's).
+    """
+
+    name: str
+    rev: str
+    baseline: bool
+    state: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def list_experiments(repo: Path) -> list[Experiment]:
+    """The baseline commit (HEAD) and its experiments, not the workspace, via the dvc CLI."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", "exp", "show", "--json"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+    )
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
+        raise VisiontuneError(f"dvc exp show failed in {repo}: {lines[-1]}")
+    return parse_exp_show(json.loads(result.stdout))
+
+
+def parse_exp_show(baselines: list[dict[str, Any]]) -> list[Experiment]:
+    """Flatten the rows of ``dvc exp show --json`` (each baseline, then its experiments)."""
+    found = []
+    for baseline in baselines:
+        if baseline["rev"] == "workspace":
+            continue
+        found.append(_experiment(baseline, baseline=True, state="success"))
+        for group in baseline.get("experiments") or []:
+            executor = group.get("executor") or {}
+            for row in group["revs"]:
+                state = "failed" if row.get("error") else executor.get("state", "success")
+                found.append(_experiment(row, baseline=False, state=state))
+    return found
+
+
+def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experiment:
+    data = row.get("data") or {}
+    params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+    metrics = {}
+    for source in (data.get("metrics") or {}).values():
+        for key, value in flatten(source.get("data", {})):
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[key] = value
+    return Experiment(
+        name=row.get("name") or row["rev"][:7],
+        rev=row["rev"],
+        baseline=baseline,
+        state=state,
+        params=dict(flatten(params)),
+        metrics=metrics,
+    )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``{"val": {"acc": 1}}`` -> ``("val.acc", 1)``; lists stay values."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value

@@ -1,0 +1,239 @@
+"""visiontune tune: a real Optuna study whose trials are real dvc experiments."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from dvc_repo import SHRINK, DvcRepo
+from optuna.trial import TrialState
+
+from visiontune.params import parse_params
+from visiontune.tuning import REASON, TuneOptions, counted, open_study, suggest
+
+# A cheap space and quick liveness marks, so that trials and staleness take seconds.
+SPACE = {
+    "model.lr": {"type": "float", "low": 0.003, "high": 0.05, "log": True},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.3},
+}
+TUNE = {**SHRINK, "tune": {"space": SPACE, "heartbeat": 2, "n_startup_trials": 2}}
+
+
+@pytest.fixture
+def tune_repo(tmp_path):
+    """A copy of the project whose pipeline ran once, committed: trials run train+evaluate."""
+    repo = DvcRepo.copy_of_project(tmp_path / "repo", TUNE)
+    repo.dvc("repro", "evaluate")
+    repo.commit("baseline")
+    repo.storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return repo
+
+
+def run_tune(repo, *args, check=True):
+    return repo.run(
+        sys.executable, "-m", "visiontune", "tune", "--storage", repo.storage, *args, check=check
+    )
+
+
+def load(repo, name="visiontune"):
+    return optuna.load_study(study_name=name, storage=repo.storage)
+
+
+def trial_experiments(repo) -> dict:
+    return {name: row for name, row in repo.experiments().items() if name.startswith("visiontune-")}
+
+
+# --- fast unit tests -------------------------------------------------------------------
+
+
+def test_suggest_covers_the_space_within_bounds():
+    params = parse_params(
+        {"tune": {"space": {**SPACE, "model.width": {"type": "categorical", "choices": [8, 16]}}}}
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        values = suggest(study.ask(), params.tune.space)
+        assert 0.003 <= values["model.lr"] <= 0.05
+        assert 0 <= values["model.dropout"] <= 0.3
+        assert values["model.width"] in (8, 16)
+
+
+def test_counted_trials(tmp_path):
+    study = optuna.create_study()
+    done = study.ask()
+    study.tell(done, 0.5)
+    failed = study.ask()
+    failed.set_user_attr(REASON, "training diverged")
+    study.tell(failed, state=TrialState.FAIL)
+    stopped = study.ask()
+    stopped.set_user_attr(REASON, "interrupted")
+    study.tell(stopped, state=TrialState.FAIL)
+    stale = study.ask()
+    study.tell(stale, state=TrialState.FAIL)  # failed by staleness: no reason recorded
+    assert [counted(t) for t in study.trials] == [True, True, False, False]
+
+
+def test_resumed_study_does_not_replay_its_first_draws(tmp_path):
+    params = parse_params({"tune": {"space": SPACE, "n_startup_trials": 10}})
+    options = TuneOptions(trials=4, storage=f"sqlite:///{tmp_path / 's.db'}")
+    first = open_study(params, options)
+    drawn = [suggest(first.ask(), params.tune.space) for _ in range(2)]
+    for trial in first.trials:
+        first.tell(trial.number, 0.5)
+    resumed = open_study(params, options)
+    again = suggest(resumed.ask(), params.tune.space)
+    assert again not in drawn
+
+
+def test_unreachable_storage_is_one_clear_line(tmp_path):
+    repo = DvcRepo.copy_of_project(tmp_path / "repo", TUNE)
+    repo.storage = "postgresql://nobody@127.0.0.1:9/optuna"
+    result = run_tune(repo, "--trials", "1", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: cannot open Optuna storage postgresql://")
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_fixed_override_fails_before_any_trial(tmp_path):
+    repo = DvcRepo.copy_of_project(tmp_path / "repo", TUNE)
+    repo.storage = f"sqlite:///{tmp_path / 's.db'}"
+    result = run_tune(repo, "--trials", "1", "--set", "train.epochs=0", check=False)
+    assert result.returncode == 1
+    assert result.stderr == "error: train.epochs must be >= 1, got 0\n"
+
+
+# --- real dvc experiments --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_study_runs_trials_as_experiments_and_resumes(tune_repo):
+    out = run_tune(tune_repo, "--trials", "2").stdout
+    assert "apply it with: dvc exp apply visiontune-" in out
+    study = load(tune_repo)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+
+    run_tune(tune_repo, "--trials", "3")  # resume: one more, none repeated
+    study = load(tune_repo)
+    assert [t.number for t in study.trials] == [0, 1, 2]
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+    experiments = trial_experiments(tune_repo)
+    assert set(experiments) == {"visiontune-0", "visiontune-1", "visiontune-2"}
+    for trial in study.trials:
+        row = experiments[f"visiontune-{trial.number}"]
+        assert row["params"]["model"]["lr"] == pytest.approx(trial.params["model.lr"])
+        assert row["params"]["train"]["epochs"] == 2
+        train = row["metrics"]["metrics/train.json"]["data"]
+        test = row["metrics"]["metrics/evaluate.json"]["data"]
+        assert trial.value == train["val"]["acc"]
+        assert trial.user_attrs["test.acc"] == test["test"]["acc"]
+
+    summary = json.loads((tune_repo.path / "metrics" / "tune.json").read_text())["tune"]
+    assert summary["best"]["name"] == f"visiontune-{study.best_trial.number}"
+    assert summary["best"]["val.acc"] == study.best_value
+    assert (tune_repo.path / "plots" / "tune" / "history.html").stat().st_size > 1000
+    assert (tune_repo.path / "plots" / "tune" / "importances.html").exists()
+
+    tune_repo.storage = tune_repo.storage.replace("study.db", "other.db")  # same name, new study
+    clash = run_tune(tune_repo, "--trials", "1", check=False)
+    assert clash.returncode == 1
+    assert clash.stderr.startswith("error: experiments visiontune-0, visiontune-1, visiontune-2")
+
+
+@pytest.mark.slow
+def test_failing_trial_is_recorded_and_the_study_goes_on(tune_repo):
+    space = {"model.blocks": {"type": "categorical", "choices": [2, 4]}}
+    tune_repo.set_param("tune", "space", space)
+    tune_repo.set_param("tune", "n_startup_trials", 4)
+    tune_repo.commit("blocks space")
+    result = run_tune(tune_repo, "--trials", "4")
+    study = load(tune_repo)
+    states = {t.params["model.blocks"]: t.state for t in study.trials}
+    assert states == {2: TrialState.COMPLETE, 4: TrialState.FAIL}, result.stdout
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert "model.blocks=4 halves data.image_size=8 below 1 pixel" in failed[0].user_attrs[REASON]
+    assert len(study.trials) == 4 and all(counted(t) for t in study.trials)
+
+
+@pytest.mark.slow
+def test_two_jobs_run_through_the_queue(tune_repo):
+    run_tune(tune_repo, "--trials", "2", "--jobs", "2")
+    study = load(tune_repo)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert set(trial_experiments(tune_repo)) == {"visiontune-0", "visiontune-1"}
+    assert "Queued" not in tune_repo.dvc("queue", "status").stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
+    command = [
+        sys.executable,
+        "-m",
+        "visiontune",
+        "tune",
+        "--storage",
+        tune_repo.storage,
+        "--trials",
+        "3",
+    ]
+    # Ctrl-C while the first trial runs: nothing left queued or running, trial interrupted.
+    tuner = subprocess.Popen(
+        command,
+        cwd=tune_repo.path,
+        env=tune_repo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_for(lambda: _states(tune_repo) == [TrialState.RUNNING])
+    time.sleep(3)
+    tuner.send_signal(signal.SIGINT)
+    _, err = tuner.communicate(timeout=120)
+    assert tuner.returncode != 0 and "interrupted" in err
+    study = load(tune_repo)
+    assert [t.state for t in study.trials] == [TrialState.FAIL]
+    assert study.trials[0].user_attrs[REASON] == "interrupted"
+    status = tune_repo.dvc("queue", "status").stdout
+    assert "Queued" not in status and "Running" not in status
+
+    # kill -9 mid-trial: the resumed study fails (or recovers) that trial, then completes.
+    tuner = subprocess.Popen(
+        command,
+        cwd=tune_repo.path,
+        env=tune_repo.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for(lambda: TrialState.RUNNING in _states(tune_repo))
+    tuner.kill()
+    tuner.wait()
+    time.sleep(7)  # > 3 heartbeats of 2 s: the killed tuner's trial is stale
+    run_tune(tune_repo, "--trials", "3")
+    study = load(tune_repo)
+    assert sum(counted(t) for t in study.trials) == 3
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert not any(t.state == TrialState.RUNNING for t in study.trials)
+    complete = {f"visiontune-{t.number}" for t in study.trials if t.state == TrialState.COMPLETE}
+    assert complete <= set(trial_experiments(tune_repo))
+    status = tune_repo.dvc("queue", "status").stdout
+    assert "Queued" not in status and "Running" not in status
+
+
+def _states(repo) -> list:
+    try:
+        return [t.state for t in load(repo).trials]
+    except KeyError:
+        return []
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.5)
