@@ -76,3 +76,20 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
+
+
+@pytest.fixture(scope="session")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small prepared digits set: 40 images per class at 8 px (280 to train on)."""
+    from visiontune.params import parse_params
+    from visiontune.preprocess import prepare
+    from visiontune.sources import download
+
+    root = tmp_path_factory.mktemp("digits")
+    download("digits", root / "raw")
+    prepare(
+        root / "raw",
+        root / "prepared",
+        parse_params({"data": {"max_per_class": 40, "image_size": 8}}).data,
+    )
+    return root / "prepared"

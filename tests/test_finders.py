@@ -15,20 +15,9 @@ import torch
 from visiontune.errors import VisiontuneError
 from visiontune.finders import _out_of_memory, batch_size_find, lr_find
 from visiontune.params import Params, parse_params
-from visiontune.preprocess import prepare
-from visiontune.sources import download
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 280  # 40 per class, 70% of them in the train split
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    params = parse_params({"data": {"max_per_class": 40, "image_size": 8}})
-    download("digits", root / "raw")
-    prepare(root / "raw", root / "prepared", params.data)
-    return root / "prepared"
 
 
 def small(**train: object) -> Params:

@@ -34,12 +34,12 @@ def test_repro_is_complete_reproducible_and_then_a_no_op(dvc_repo):
     assert dvc_repo.read_outputs() == first
 
 
-def test_changing_model_lr_reruns_only_train_and_evaluate(dvc_repo):
+def test_changing_model_lr_reruns_only_the_stages_that_read_it(dvc_repo):
     dvc_repo.dvc("repro")
     dvc_repo.set_param("model", "lr", 0.02)
     result = dvc_repo.dvc("repro")
-    assert "Running stage 'train'" in result.stdout
-    assert "Running stage 'evaluate'" in result.stdout
+    for stage in ("train", "evaluate", "sweep"):
+        assert f"Running stage '{stage}'" in result.stdout
     assert "Running stage 'download'" not in result.stdout
     assert "Running stage 'preprocess'" not in result.stdout
 

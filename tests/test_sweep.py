@@ -9,20 +9,10 @@ from pathlib import Path
 import pytest
 
 from visiontune.params import Params, parse_params, with_overrides
-from visiontune.preprocess import prepare
-from visiontune.sources import download
 from visiontune.sweep import run_sweep
 from visiontune.training import fit
 
 COLUMNS = {"x", "y", "value", "val_acc", "val_loss", "train_acc", "train_loss"}
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    download("digits", root / "raw")
-    prepare(root / "raw", root / "prepared", parse_params({"data": {"max_per_class": 20}}).data)
-    return root / "prepared"
 
 
 def sweep_params(model: dict | None = None, train: dict | None = None, **sweep) -> Params:

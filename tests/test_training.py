@@ -15,20 +15,10 @@ from visiontune.batches import Normalizer, evaluate_split
 from visiontune.checkpoint import load_checkpoint
 from visiontune.evaluation import evaluate, per_class_scores
 from visiontune.params import Params, parse_params
-from visiontune.preprocess import load_split, prepare
-from visiontune.sources import download
+from visiontune.preprocess import load_split
 from visiontune.training import TrainingDiverged, train
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("digits")
-    params = parse_params({"data": {"max_per_class": 40, "image_size": 8}})
-    download("digits", root / "raw")
-    prepare(root / "raw", root / "prepared", params.data)
-    return root / "prepared"
 
 
 def small(**train: object) -> Params:
