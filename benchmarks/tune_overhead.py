@@ -28,9 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         repo = _copy_project(Path(tmp) / "repo")
+        _commit(repo, "copy of visiontune")
         _run(repo, "dvc", "repro", "evaluate")
-        _run(repo, "git", "add", "-A")
-        _run(repo, "git", "commit", "-qm", "baseline")
+        _commit(repo, "baseline")
         sets = [arg for item in args.set for arg in ("--set", item)]
         common = ["--trials", str(args.trials), "--jobs", str(args.jobs), *sets]
         timings = {}
@@ -59,6 +59,11 @@ def _copy_project(target: Path) -> Path:
     return target
 
 
+def _commit(repo: Path, message: str) -> None:
+    _run(repo, "git", "add", "-A")
+    _run(repo, "git", "commit", "-qm", message)
+
+
 def _run(repo: Path, *command: str) -> str:
     tools = {
         "dvc": [sys.executable, "-m", "dvc"],
@@ -68,7 +73,10 @@ def _run(repo: Path, *command: str) -> str:
     env_identity = ["-c", "user.name=bench", "-c", "user.email=bench@visiontune.invalid"]
     if command[0] == "git":
         full = ["git", *env_identity, *command[1:]]
-    return subprocess.run(full, cwd=repo, check=True, capture_output=True, text=True).stdout
+    result = subprocess.run(full, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout
 
 
 if __name__ == "__main__":
