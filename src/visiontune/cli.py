@@ -30,7 +30,7 @@ def _tune(args: argparse.Namespace) -> None:
     fixed = dict(parse_override(text) for text in args.set)
     with_overrides(params, fixed)  # fail now, not in every trial
     options = TuneOptions(
-        trials=args.trials,
+        trials=params.tune.trials if args.trials is None else args.trials,
         jobs=args.jobs,
         storage=args.storage,
         study=args.study or params.tune.study,
@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune = commands.add_parser(
         "tune", help="Optuna TPE study whose trials are dvc experiments named <study>-<number>"
     )
-    tune.add_argument("--trials", type=int, required=True, help="trials the study should count")
+    tune.add_argument(
+        "--trials", type=int, help="trials the study should count (default: tune.trials)"
+    )
     tune.add_argument("--jobs", type=int, default=1, help="trials run at once (dvc queue -j)")
     tune.add_argument(
         "--storage",

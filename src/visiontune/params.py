@@ -119,6 +119,7 @@ class TuneParams:
     """The Optuna study that ``visiontune tune`` runs as dvc experiments."""
 
     study: str = _spec("visiontune", doc="study name; trials are named <study>-<number>")
+    trials: int = _spec(12, ge=1, le=100_000, doc="trials the study should count (--trials)")
     metric: str = _spec("val.acc", choices=tuple(OBJECTIVES), doc="validation metric to optimise")
     seed: int = _spec(0, ge=0, doc="TPE sampler seed")
     n_startup_trials: int = _spec(5, ge=0, doc="random trials before TPE takes over")
