@@ -122,6 +122,7 @@ def test_divergence_is_a_clear_error(prepared, tmp_path):
     ):
         run(small(), broken, tmp_path)
     assert not (tmp_path / "model.pt").exists()
+    assert not (tmp_path / "live" / "metrics.json").exists()
 
 
 def test_evaluate_writes_test_metrics_and_plots(prepared, tmp_path):

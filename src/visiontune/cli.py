@@ -47,6 +47,13 @@ def _heatmap(args: argparse.Namespace) -> None:
     heatmap_from_experiments(Path.cwd(), x=args.x, y=args.y, metric=args.metric, out=args.out)
 
 
+def _report(args: argparse.Namespace) -> None:
+    from visiontune.report import write_report
+
+    out = write_report(Path.cwd(), args.out, top=args.top, storage=args.storage, study=args.study)
+    print(f"wrote {out} and {out.parent / (out.stem + '_plots')}/")
+
+
 def _lr_find(args: argparse.Namespace) -> None:
     from visiontune.finders import lr_find
 
@@ -119,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     heatmap.add_argument("--metric", default="val.acc", help="metric to show (default val.acc)")
     heatmap.add_argument("--out", type=Path, default=Path("plots/heatmap.html"))
     heatmap.set_defaults(func=_heatmap)
+
+    report = commands.add_parser(
+        "report", help="markdown table of all runs plus PNG plots (val curves, sweep, tuning)"
+    )
+    report.add_argument("--out", type=Path, default=Path("report.md"), help="markdown file")
+    report.add_argument("--top", type=int, default=20, help="rows and curves shown (default 20)")
+    report.add_argument(
+        "--storage", help="Optuna storage URL (default sqlite:///.optuna/studies.db if present)"
+    )
+    report.add_argument("--study", help="study to plot (default: tune.study in params.yaml)")
+    report.set_defaults(func=_report)
 
     lr = commands.add_parser("lr-find", help="LR range test: loss against lr, suggested model.lr")
     lr.add_argument("--min-lr", type=float, default=1e-5)

@@ -31,8 +31,9 @@ class Experiment:
     metrics: dict[str, float]
 
 
-def list_experiments(repo: Path) -> list[Experiment]:
-    """The baseline commit (HEAD) and its experiments, not the workspace, via the dvc CLI."""
+def list_experiments(repo: Path, *, workspace: bool = False) -> list[Experiment]:
+    """The baseline commit (HEAD) and its experiments via the dvc CLI; the workspace first
+    (named ``workspace``) if asked."""
     result = subprocess.run(
         [sys.executable, "-m", "dvc", "exp", "show", "--json"],
         cwd=repo,
@@ -42,14 +43,16 @@ def list_experiments(repo: Path) -> list[Experiment]:
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
         raise VisiontuneError(f"dvc exp show failed in {repo}: {lines[-1]}")
-    return parse_exp_show(json.loads(result.stdout))
+    return parse_exp_show(json.loads(result.stdout), workspace=workspace)
 
 
-def parse_exp_show(baselines: list[dict[str, Any]]) -> list[Experiment]:
+def parse_exp_show(baselines: list[dict[str, Any]], *, workspace: bool = False) -> list[Experiment]:
     """Flatten the rows of ``dvc exp show --json`` (each baseline, then its experiments)."""
     found = []
     for baseline in baselines:
         if baseline["rev"] == "workspace":
+            if workspace:
+                found.append(_experiment(baseline, baseline=False, state="success"))
             continue
         found.append(_experiment(baseline, baseline=True, state="success"))
         for group in baseline.get("experiments") or []:
@@ -69,7 +72,7 @@ def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experimen
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[key] = value
     return Experiment(
-        name=row.get("name") or row["rev"][:7],
+        name=row.get("name") or ("workspace" if row["rev"] == "workspace" else row["rev"][:7]),
         rev=row["rev"],
         baseline=baseline,
         state=state,

@@ -130,17 +130,20 @@ def train(
     """
     from dvclive import Live
 
-    with Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False) as live:
+    live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False)
 
-        def log(result: EpochResult) -> None:
-            live.step = result.epoch  # series count epochs from 1, as the log lines do
-            for name, value in result.metrics().items():
-                live.log_metric(name, value)
-            live.next_step()
+    def log(result: EpochResult) -> None:
+        live.step = result.epoch  # series count epochs from 1, as the log lines do
+        for name, value in result.metrics().items():
+            live.log_metric(name, value)
+        live.next_step()
 
+    try:
         fitted = fit(params, prepared_dir, on_epoch=log)
-    # The summary below describes the saved model; DVCLive's last-epoch one would not.
-    Path(live.metrics_file).unlink(missing_ok=True)
+    finally:
+        live.end()
+        # The summary below describes the saved model; DVCLive's last-epoch one would not.
+        Path(live.metrics_file).unlink(missing_ok=True)
     save_checkpoint(model_path, fitted.model, params, fitted.meta)
     summary = fitted.summary()
     summary_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,264 @@
+"""``visiontune report``: a markdown table of all runs plus PNG plots, offline.
+
+One row per run (the workspace, the baseline commit, every dvc experiment), with only
+the params that differ between the rows shown, sorted by val.acc (best first; failed and
+metric-less runs last). Plots (matplotlib, no browser): val/loss and val/acc per epoch of
+the runs shown, the sweep stage's heatmap, and the Optuna study's history when there is one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visiontune.errors import VisiontuneError
+from visiontune.experiments import Experiment, list_experiments
+
+OBJECTIVE = "val.acc"
+METRICS = {"val acc": "val.acc", "test acc": "test.acc", "epochs": "epochs"}
+SERIES = "plots/train/plots/metrics/{}.tsv"  # DVCLive's per-epoch files, e.g. val/acc
+GRID = Path("plots/sweep/grid.json")
+DEFAULT_STORAGE = "sqlite:///.optuna/studies.db"
+
+
+@dataclass(frozen=True)
+class Table:
+    """The rows shown (best first), the params that differ among them, and how many more."""
+
+    rows: list[Experiment]
+    params: list[str]
+    more: int
+
+    @property
+    def best(self) -> Experiment | None:
+        """The top row if it has a val.acc of its own."""
+        return self.rows[0] if self.rows and objective(self.rows[0]) is not None else None
+
+
+def objective(run: Experiment) -> float | None:
+    """The run's own finite val.acc (queued, running and failed runs have none)."""
+    value = own_metrics(run).get(OBJECTIVE)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def own_metrics(run: Experiment) -> dict[str, float]:
+    """Metrics that belong to the run: a successful one's, else none."""
+    return run.metrics if run.state == "success" else {}
+
+
+def ranked(runs: Sequence[Experiment]) -> list[Experiment]:
+    """Best val.acc first; runs without one last, in their original order."""
+    return sorted(runs, key=lambda run: -(objective(run) if objective(run) is not None else -1))
+
+
+def differing_params(runs: Sequence[Experiment]) -> list[str]:
+    """Param keys whose values (or presence) differ between the runs, in first-seen order."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    return [key for key in keys if len({json.dumps(run.params.get(key)) for run in runs}) > 1]
+
+
+def build_table(runs: Sequence[Experiment], top: int) -> Table:
+    """The ``top`` best runs and the params that differ among them."""
+    shown = ranked(runs)[:top]
+    return Table(shown, differing_params(shown), len(runs) - len(shown))
+
+
+def markdown_table(table: Table) -> str:
+    """The table as GitHub markdown; the best run's name is bold and starred."""
+    head = ["experiment", *table.params, *METRICS, "state"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for run in table.rows:
+        name = f"**{run.name}** ★ best" if run is table.best else run.name
+        params = [_cell(run.params.get(key)) for key in table.params]
+        metrics = [_cell(own_metrics(run).get(key), ".4f") for key in METRICS.values()]
+        lines.append(_row([name, *params, *metrics, run.state]))
+    if table.more:
+        lines.append(f"\n… and {table.more} more experiments")
+    return "\n".join(lines)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _cell(value: Any, number: str = "g") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:{number}}"
+    return str(value).replace("|", "\\|")
+
+
+def write_report(
+    repo: Path,
+    out: Path,
+    top: int = 20,
+    storage: str | None = None,
+    study: str | None = None,
+) -> Path:
+    """Write the markdown report to ``out`` and its PNGs to ``<out stem>_plots/``."""
+    if not (repo / ".dvc").is_dir():
+        raise VisiontuneError(f"{repo} is not a dvc repository (no .dvc folder)")
+    if top < 1:
+        raise VisiontuneError(f"--top must be >= 1, got {top}")
+    runs = list_experiments(repo, workspace=True)
+    table = build_table(runs, top)
+    plots = out.parent / f"{out.stem}_plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    workspace = next(run for run in runs if run.rev == "workspace")
+    figures = [
+        *_curves(repo, table.rows, plots),
+        _sweep_heatmap(repo, workspace.params, plots),
+        _tune_history(repo, workspace.params, plots, storage, study),
+    ]
+    sections = [_summary(runs, table), markdown_table(table)]
+    sections += [f"![{title}]({plots.name}/{path.name})" for title, path in figures if path]
+    out.write_text("# Experiment report\n\n" + "\n\n".join(sections) + "\n")
+    return out
+
+
+def _summary(runs: Sequence[Experiment], table: Table) -> str:
+    count = sum(1 for run in runs if run.rev != "workspace" and not run.baseline)
+    if not count:
+        return (
+            "No dvc experiments yet: the table shows the workspace and the baseline commit. "
+            "Run some with `dvc exp run -S model.lr=0.02` or `visiontune tune`."
+        )
+    best = f"best: **{table.best.name}**" if table.best else "no run has a val.acc yet"
+    return f"{count} experiments, the workspace and the baseline; sorted by {OBJECTIVE}, {best}."
+
+
+def read_series(repo: Path, rev: str, name: str) -> tuple[list[int], list[float]]:
+    """A DVCLive series (``val/acc``) at an experiment's commit, or in the working tree."""
+    path = SERIES.format(name)
+    if rev == "workspace":
+        text = (repo / path).read_text() if (repo / path).is_file() else ""
+    else:
+        shown = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True
+        )
+        text = shown.stdout if shown.returncode == 0 else ""
+    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    column = name.rpartition("/")[2]
+    return [int(row["step"]) for row in rows], [float(row[column]) for row in rows]
+
+
+def _curves(repo: Path, runs: Sequence[Experiment], plots: Path) -> list[tuple[str, Path]]:
+    """``val_loss.png`` and ``val_acc.png``: one line per successful run with the series."""
+    figures = []
+    for name in ("val/loss", "val/acc"):
+        series = {r.name: read_series(repo, r.rev, name) for r in runs if r.state == "success"}
+        lines = {label: xy for label, xy in series.items() if xy[0]}
+        if lines:
+            figures.append((name, _line_plot(lines, name, plots / f"{name.replace('/', '_')}.png")))
+    return figures
+
+
+def _figure(title: str) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure  # Agg canvas by default: no display, no pyplot
+
+    figure = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_title(title)
+    axes.xaxis.get_major_locator().set_params(integer=True)  # epochs, trial numbers
+    return figure, axes
+
+
+def _line_plot(lines: dict[str, tuple[list[int], list[float]]], metric: str, path: Path) -> Path:
+    figure, axes = _figure(f"{metric} per epoch")
+    for label, (steps, values) in lines.items():
+        axes.plot(steps, values, marker="o", label=label)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+    figure.savefig(path)
+    return path
+
+
+def _sweep_heatmap(repo: Path, params: dict[str, Any], plots: Path) -> tuple[str, Path | None]:
+    """``sweep_heatmap.png`` from the sweep stage's grid.json, if the workspace has one."""
+    from visiontune.heatmap import aggregate
+
+    title = "sweep heatmap"
+    if not (repo / GRID).is_file():
+        return title, None
+    grid = aggregate(json.loads((repo / GRID).read_text()), x="x", y="y", metric="value")
+    figure, axes = _figure(f"sweep {params.get('sweep.metric', 'value')}")
+    values = [[_mean(grid.cells.get((x, y))) for x in grid.xs] for y in grid.ys]
+    image = axes.imshow(values, cmap="viridis", aspect="auto", origin="lower")
+    for row, y in enumerate(grid.ys):
+        for column, x in enumerate(grid.xs):
+            if cell := grid.cells.get((x, y)):
+                axes.text(column, row, cell.label(), ha="center", va="center", color="w")
+    axes.set_xticks(range(len(grid.xs)), [str(x) for x in grid.xs])
+    axes.set_yticks(range(len(grid.ys)), [str(y) for y in grid.ys])
+    axes.set_xlabel(params.get("sweep.x", "x"))
+    axes.set_ylabel(params.get("sweep.y", "y"))
+    figure.colorbar(image, ax=axes)
+    figure.savefig(plots / "sweep_heatmap.png")
+    return title, plots / "sweep_heatmap.png"
+
+
+def _mean(cell: Any) -> float:
+    return cell.mean if cell else math.nan
+
+
+def _tune_history(
+    repo: Path, params: dict[str, Any], plots: Path, storage: str | None, study: str | None
+) -> tuple[str, Path | None]:
+    """``tune_history.png``: each trial's value and the best so far, if the study exists.
+
+    An explicit ``storage`` or ``study`` must load; the default one is skipped when absent.
+    """
+    title = "tuning history"
+    required = storage is not None or study is not None
+    if not required and not (repo / ".optuna" / "studies.db").is_file():
+        return title, None
+    name = study or params.get("tune.study", "visiontune")
+    loaded = _load_study(storage or DEFAULT_STORAGE, name, required=required)
+    trials = _complete_trials(loaded) if loaded else []
+    if not trials:
+        return title, None
+    direction = loaded.direction.name.lower()
+    best = max if direction == "maximize" else min
+    numbers, values = zip(*trials, strict=True)
+    running = [best(values[: i + 1]) for i in range(len(values))]
+    figure, axes = _figure(f"{name}: optimisation history ({direction})")
+    axes.plot(numbers, values, "o", label="trial")
+    axes.step(numbers, running, where="post", label="best so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(params.get("tune.metric", "value"))
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(plots / "tune_history.png")
+    return title, plots / "tune_history.png"
+
+
+def _load_study(url: str, name: str, *, required: bool) -> Any:
+    """The Optuna study, or None if it does not exist and is not required."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=url)
+    except KeyError:
+        if required:
+            raise VisiontuneError(f"no Optuna study {name!r} in {url}") from None
+        return None
+    except Exception as exc:  # a bad URL or an unreachable database: one line
+        raise VisiontuneError(f"cannot open Optuna storage {url}: {exc}") from None
+
+
+def _complete_trials(study: Any) -> list[tuple[int, float]]:
+    from optuna.trial import TrialState
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [(trial.number, trial.value) for trial in complete]

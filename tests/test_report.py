@@ -1,0 +1,148 @@
+"""Reports: the table logic on hand-made runs, and `visiontune report` over real dvc
+experiments (none yet, then a successful and a failed one, plus an Optuna study)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from dvc_repo import SHRINK, DvcRepo
+from PIL import Image
+
+from visiontune.experiments import Experiment
+from visiontune.report import build_table, differing_params, markdown_table, ranked
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def run(name: str, acc: float | None, state: str = "success", **params: object) -> Experiment:
+    metrics = {} if acc is None else {"val.acc": acc, "test.acc": acc - 0.01, "epochs": 3}
+    base = {"model.lr": 0.01, "model.width": 16, "sweep.x_values": [0.1, 1]}
+    return Experiment(name, f"rev-{name}", False, state, {**base, **params}, metrics)
+
+
+RUNS = [
+    run("low", 0.5, **{"model.lr": 0.1}),
+    run("failed", None, "failed", **{"model.blocks": 4}),
+    run("queued", 0.99, "queued"),  # shows its baseline's metrics: not its own
+    run("high", 0.9, **{"sweep.x_values": [0.1, 2]}),
+    run("mid", 0.7),
+]
+
+
+def test_runs_are_ranked_by_val_acc_with_runs_without_their_own_last():
+    assert [r.name for r in ranked(RUNS)] == ["high", "mid", "low", "failed", "queued"]
+
+
+def test_only_params_that_differ_become_columns():
+    assert differing_params(RUNS) == ["model.lr", "sweep.x_values", "model.blocks"]
+    assert differing_params(RUNS[2:3] + RUNS[4:]) == []
+
+
+def test_the_table_shows_the_top_runs_marks_the_best_and_counts_the_rest():
+    table = build_table(RUNS, top=2)
+    assert [r.name for r in table.rows] == ["high", "mid"] and table.more == 3
+    assert table.params == ["sweep.x_values"]
+    assert markdown_table(table).splitlines() == [
+        "| experiment | sweep.x_values | val acc | test acc | epochs | state |",
+        "| --- | --- | --- | --- | --- | --- |",
+        "| **high** ★ best | [0.1, 2] | 0.9000 | 0.8900 | 3 | success |",
+        "| mid | [0.1, 1] | 0.7000 | 0.6900 | 3 | success |",
+        "",
+        "… and 3 more experiments",
+    ]
+    failed_only = markdown_table(build_table(RUNS[1:3], top=20)).splitlines()
+    assert failed_only[2:] == [
+        "| failed | 4 |  |  |  | failed |",
+        "| queued |  |  |  |  | queued |",
+    ]
+
+
+def test_outside_a_dvc_repository_the_report_fails_in_one_line(tmp_path):
+    result = _report(tmp_path, check=False)
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path} is not a dvc repository (no .dvc folder)\n"
+
+
+@pytest.mark.slow
+def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(tmp_path):
+    repo = DvcRepo.copy_of_project(tmp_path / "repo", SHRINK)
+    repo.dvc("repro", "evaluate")
+    repo.commit("baseline")
+
+    _report(repo.path)
+    text = (repo.path / "report.md").read_text()
+    assert "No dvc experiments yet" in text
+    assert [row[0] for row in _table(text)] == ["**workspace** ★ best", "main"]
+    assert not (repo.path / "report_plots" / "tune_history.png").exists()
+
+    repo.dvc("exp", "run", "evaluate", "-n", "a", "-S", "model.lr=0.02")
+    # A failed `dvc exp run` in the workspace leaves no experiment; a queued one does.
+    repo.dvc("exp", "run", "--queue", "evaluate", "-n", "bad", "-S", "model.blocks=4")
+    repo.dvc("queue", "start")
+    repo.wait_for_queue(timeout=120)
+    _make_study(repo.path)
+
+    _report(repo.path)
+    text = (repo.path / "report.md").read_text()
+    print(text)
+    rows = {row[0].removeprefix("**").split("**")[0]: row for row in _table(text)}
+    shown = repo.experiments()
+    assert set(rows) == {"workspace", "main", *shown} == {"workspace", "main", "a", "bad"}
+    for name in ("main", "a"):
+        val, test = (_exp_show_metrics(repo, name)[split]["acc"] for split in ("val", "test"))
+        assert rows[name][-4:-2] == [f"{val:.4f}", f"{test:.4f}"]
+    assert rows["main"][0] == "**main** ★ best"  # lr 0.01 beats lr 0.02 on val.acc
+    assert rows["bad"][-4:] == ["", "", "", "failed"]
+    assert "| experiment | model.lr | model.blocks | val acc |" in text
+    for name in ("val_loss", "val_acc", "sweep_heatmap", "tune_history"):
+        assert f"](report_plots/{name}.png)" in text
+        _check_png(repo.path / "report_plots" / f"{name}.png")
+
+    missing = _report(repo.path, "--study", "nope", check=False)
+    assert missing.returncode == 1
+    assert missing.stderr == "error: no Optuna study 'nope' in sqlite:///.optuna/studies.db\n"
+
+
+def _report(cwd: Path, *args: str, check: bool = True):
+    return DvcRepo(cwd).run(
+        sys.executable, "-m", "visiontune", "report", "--out", "report.md", *args, check=check
+    )
+
+
+def _table(markdown: str) -> list[list[str]]:
+    """The body rows of the markdown table, as cells."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")][2:]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines]
+
+
+def _exp_show_metrics(repo: DvcRepo, name: str) -> dict:
+    """Metrics of a row of ``dvc exp show --json`` (the baseline by its branch name)."""
+    for baseline in json.loads(repo.dvc("exp", "show", "--json").stdout):
+        for row in [baseline, *(r for g in baseline.get("experiments") or [] for r in g["revs"])]:
+            if row.get("name") == name:
+                merged = {}
+                for source in row["data"]["metrics"].values():
+                    merged.update(source.get("data", {}))
+                return merged
+    raise AssertionError(f"{name} not in dvc exp show")
+
+
+def _make_study(repo: Path) -> None:
+    """A real Optuna study in the default storage, named as params.yaml's tune.study."""
+    import optuna
+
+    (repo / ".optuna").mkdir()
+    storage = f"sqlite:///{repo / '.optuna' / 'studies.db'}"
+    study = optuna.create_study(study_name="visiontune", storage=storage, direction="maximize")
+    for value in (0.5, 0.8, 0.7):
+        study.tell(study.ask(), value)
+
+
+def _check_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, path
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.size == (700, 450)
