@@ -117,6 +117,14 @@ class DvcRepo:
                     }
         return found
 
+    def start_queue(self, jobs: int = 1) -> None:
+        """``dvc queue start -j jobs``, its output to a file: queue workers inherit dvc's
+        streams, and a pipe they hold open would block this call until they exit."""
+        log = self.path.parent / "queue-start.log"
+        with log.open("w") as out:
+            command = [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)]
+            subprocess.run(command, cwd=self.path, env=self.env, stdout=out, stderr=out, check=True)
+
     def wait_for_queue(self, timeout: float) -> None:
         """Poll ``dvc queue status`` until nothing is queued or running."""
         deadline = time.monotonic() + timeout

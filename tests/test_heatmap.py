@@ -76,7 +76,7 @@ def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(tmp_path):
     assert nothing.stderr.startswith("error: no dvc experiments found; run some with")
 
     repo.dvc("exp", "run", "--queue", "-S", "model.lr=0.01,0.02", "-S", "model.dropout=0,0.25")
-    repo.dvc("queue", "start", "-j", "2")
+    repo.start_queue(jobs=2)
     repo.wait_for_queue(timeout=300)
 
     table = heatmap("--y", "model.dropout").stdout.splitlines()

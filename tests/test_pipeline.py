@@ -58,7 +58,7 @@ def test_queued_experiments_run_and_compare(dvc_repo):
     dvc_repo.dvc(
         "exp", "run", "--queue", "-n", "lr-low", "-S", "model.lr=0.003", "-S", "train.epochs=3"
     )
-    dvc_repo.dvc("queue", "start", "-j", "2")
+    dvc_repo.start_queue(jobs=2)
     dvc_repo.wait_for_queue(timeout=600)
 
     rows = dvc_repo.experiments()

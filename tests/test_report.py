@@ -81,7 +81,7 @@ def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(tmp_path):
     repo.dvc("exp", "run", "evaluate", "-n", "a", "-S", "model.lr=0.02")
     # A failed `dvc exp run` in the workspace leaves no experiment; a queued one does.
     repo.dvc("exp", "run", "--queue", "evaluate", "-n", "bad", "-S", "model.blocks=4")
-    repo.dvc("queue", "start")
+    repo.start_queue()
     repo.wait_for_queue(timeout=120)
     _make_study(repo.path)
 
