@@ -171,25 +171,8 @@ def test_two_jobs_run_through_the_queue(tune_repo):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
-    command = [
-        sys.executable,
-        "-m",
-        "visiontune",
-        "tune",
-        "--storage",
-        tune_repo.storage,
-        "--trials",
-        "3",
-    ]
     # Ctrl-C while the first trial runs: nothing left queued or running, trial interrupted.
-    tuner = subprocess.Popen(
-        command,
-        cwd=tune_repo.path,
-        env=tune_repo.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    tuner = start_tuner(tune_repo, "--trials", "3")
     wait_for(lambda: _states(tune_repo) == [TrialState.RUNNING])
     time.sleep(3)
     tuner.send_signal(signal.SIGINT)
@@ -202,16 +185,10 @@ def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
     assert "Queued" not in status and "Running" not in status
 
     # kill -9 mid-trial: the resumed study fails (or recovers) that trial, then completes.
-    tuner = subprocess.Popen(
-        command,
-        cwd=tune_repo.path,
-        env=tune_repo.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    tuner = start_tuner(tune_repo, "--trials", "3")
     wait_for(lambda: TrialState.RUNNING in _states(tune_repo))
     tuner.kill()
-    tuner.wait()
+    tuner.communicate()
     time.sleep(7)  # > 3 heartbeats of 2 s: the killed tuner's trial is stale
     run_tune(tune_repo, "--trials", "3")
     study = load(tune_repo)
@@ -222,6 +199,19 @@ def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
     assert complete <= set(trial_experiments(tune_repo))
     status = tune_repo.dvc("queue", "status").stdout
     assert "Queued" not in status and "Running" not in status
+
+
+def start_tuner(repo, *args: str) -> subprocess.Popen:
+    """``visiontune tune`` in the background, its output captured."""
+    command = [sys.executable, "-m", "visiontune", "tune", "--storage", repo.storage, *args]
+    return subprocess.Popen(
+        command,
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _states(repo) -> list:
