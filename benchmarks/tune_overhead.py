@@ -61,7 +61,7 @@ def _copy_project(target: Path) -> Path:
 
 def _commit(repo: Path, message: str) -> None:
     _run(repo, "git", "add", "-A")
-    _run(repo, "git", "commit", "-qm", message)
+    _run(repo, "git", "commit", "--allow-empty", "-qm", message)
 
 
 def _run(repo: Path, *command: str) -> str:
