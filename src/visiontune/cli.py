@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import one_line_errors
 from visiontune.params import load_params, parse_override, with_overrides
 
 PREPARED = Path("data/prepared")
@@ -163,9 +162,5 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Run one command; user errors print one line and exit 1."""
     args = build_parser().parse_args(argv)
-    try:
+    with one_line_errors():
         args.func(args)
-    except VisiontuneError as exc:
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted")

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import one_line_errors
 from visiontune.params import Params, load_params
 
 
 def run_stage(main: Callable[[Params], None], params_path: Path = Path("params.yaml")) -> None:
     """Load and validate params, run ``main``; a user error exits 1 with one line on stderr."""
-    try:
+    with one_line_errors():
         main(load_params(params_path))
-    except VisiontuneError as exc:
-        sys.exit(f"error: {exc}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted")
