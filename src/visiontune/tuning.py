@@ -193,7 +193,7 @@ def suggest(trial: Any, space: tuple[SpaceParam, ...]) -> dict[str, Any]:
 
 
 class _Runner:
-    """The ask/run/tell loop shared by the dvc-queue and the in-process runners."""
+    """What the temp-run, queue and in-process runners share: asking, telling, counting."""
 
     def __init__(self, params: Params, options: TuneOptions, repo: Path):
         self.params = params
@@ -210,6 +210,15 @@ class _Runner:
         except VisiontuneError as exc:  # e.g. a sampled combination the schema refuses
             raise _TrialFailed(str(exc)) from None
         return values
+
+    def ask(self, study: Any) -> tuple[Any, dict[str, Any]] | None:
+        """A new trial and its params; a combination the schema refuses fails at once."""
+        trial = study.ask()
+        try:
+            return trial, self.overrides(trial)
+        except _TrialFailed as exc:
+            self.fail(study, trial, str(exc))
+            return None
 
     def name(self, trial: Any) -> str:
         return f"{self.options.study}-{trial.number}"
@@ -289,12 +298,10 @@ class _Queue(_Runner):
             time.sleep(POLL_SECONDS)
 
     def launch(self, study: Any) -> None:
-        trial = study.ask()
-        try:
-            overrides = self.overrides(trial)
-        except _TrialFailed as exc:
-            self.fail(study, trial, str(exc))
+        asked = self.ask(study)
+        if asked is None:
             return
+        trial, overrides = asked
         name = self.name(trial)
         study._storage.record_heartbeat(trial._trial_id)  # from now on, staleness is watched
         task = self.queue.enqueue(name, overrides, TRIAL_TARGET)
@@ -364,12 +371,10 @@ class _Temp(_Runner):
             _fail_stale(study, self.repo, self, ours=set())
             if self.remaining(study, 0) <= 0:
                 return
-            self.trial = study.ask()
-            try:
-                overrides = self.overrides(self.trial)
-            except _TrialFailed as exc:
-                self.fail(study, self.trial, str(exc))
+            asked = self.ask(study)
+            if asked is None:
                 continue
+            self.trial, overrides = asked
             name = self.name(self.trial)
             _say(f"{name}: running  {_short(overrides)}")
             outcome = self.attempt(study, name, overrides)
@@ -423,24 +428,25 @@ class _InProcess(_Runner):
 
     def run(self, study: Any) -> None:
         while self.remaining(study, 0) > 0:
-            trial = self.current = study.ask()
-            try:
-                metrics = _quiet(lambda t=trial: self.train_and_evaluate(t))
-            except (_TrialFailed, VisiontuneError) as exc:
-                self.fail(study, trial, str(exc))
+            asked = self.ask(study)
+            if asked is None:
                 continue
-            self.finish(study, trial, metrics)
+            self.current, overrides = asked
+            try:
+                metrics = _quiet(lambda o=overrides: self.train_and_evaluate(o))
+            except VisiontuneError as exc:
+                self.fail(study, self.current, str(exc))
+                continue
+            self.finish(study, self.current, metrics)
         self.current = None
 
-    def train_and_evaluate(self, trial: Any) -> dict[str, float]:
+    def train_and_evaluate(self, overrides: dict[str, Any]) -> dict[str, float]:
         """The train and evaluate stages' work for one trial, without dvc."""
-        import tempfile
-
         from visiontune.checkpoint import save_checkpoint
         from visiontune.evaluation import evaluate
         from visiontune.training import fit
 
-        params = with_overrides(self.params, self.overrides(trial))
+        params = with_overrides(self.params, overrides)
         prepared = self.repo / "data" / "prepared"
         fitted = fit(params, prepared)
         with tempfile.TemporaryDirectory() as tmp:
