@@ -93,3 +93,17 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
         parse_params({"data": {"max_per_class": 40, "image_size": 8}}).data,
     )
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``models/model.pt`` trained for a few epochs on :func:`prepared` (about 1 s)."""
+    from visiontune.checkpoint import save_checkpoint
+    from visiontune.params import parse_params
+    from visiontune.training import fit
+
+    params = parse_params({"train": {"epochs": 4, "threads": 1}})
+    fitted = fit(params, prepared)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(path, fitted.model, params, fitted.meta)
+    return path
