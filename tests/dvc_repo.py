@@ -62,6 +62,12 @@ class DvcRepo:
         repo.commit("copy of visiontune")
         return repo
 
+    @classmethod
+    def clone(cls, source: str | Path, path: Path) -> DvcRepo:
+        """``git clone source path``: another machine's checkout of the project."""
+        subprocess.run(["git", "clone", "-q", str(source), str(path)], check=True, timeout=120)
+        return cls(path)
+
     def run(
         self, *args: str, check: bool = True, timeout: float = 900
     ) -> subprocess.CompletedProcess:

@@ -246,9 +246,12 @@ def _load_study(url: str, name: str, *, required: bool) -> Any:
     """The Optuna study, or None if it does not exist and is not required."""
     import optuna
 
+    from visiontune.tuning import open_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
     try:
-        return optuna.load_study(study_name=name, storage=url)
+        return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         if required:
             raise VisiontuneError(f"no Optuna study {name!r} in {url}") from None

@@ -8,6 +8,11 @@ interruption: re-running the same command resumes it until ``--trials`` trials c
 A trial counts once it is COMPLETE or FAILED by itself (diverged, crashed, timed out).
 Trials stopped from outside (Ctrl-C, a killed tuner whose heartbeat went stale) are
 recorded as FAIL too but do not count, so a resumed study still gets its full number.
+
+Several tuners (workers), each in its own clone on its own machine, can share one study
+in a database server: each runs trials as experiments of its clone, marks them alive from
+a heartbeat thread, fails the trials of a worker that died, and stops once the study
+counts ``--trials`` trials; see :func:`surplus` for how they never overshoot it.
 """
 
 from __future__ import annotations
@@ -16,11 +21,13 @@ import contextlib
 import json
 import math
 import os
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +48,11 @@ from visiontune.params import OBJECTIVES, Params, SpaceParam, with_overrides
 
 POLL_SECONDS = 1.0
 TRIAL_TARGET = "evaluate"  # a trial runs the pipeline up to evaluate: not the sweep
-REASON = "fail_reason"  # user attr of a FAIL that counts; absent or "interrupted": it doesn't
+REASON = "fail_reason"  # user attr of a FAIL that counts, unless absent or one of these:
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C
+SURPLUS = "surplus"  # asked while other workers' trials already reached --trials
+NOT_COUNTED = (INTERRUPTED, SURPLUS)
+WORKER = "worker"  # user attr: host and clone of the tuner that ran the trial
 
 
 @dataclass(frozen=True)
@@ -80,11 +91,12 @@ def tune(params: Params, options: TuneOptions, repo: Path) -> Any:
         _check_names_free(study, repo)
     kind = _InProcess if options.in_process else _Queue if options.jobs > 1 else _Temp
     runner = kind(params, options, repo)
-    try:
-        runner.run(study)
-    except KeyboardInterrupt:
-        runner.stop(study)
-        raise
+    with _heartbeats(study, runner.alive, params.tune.heartbeat):
+        try:
+            runner.run(study)
+        except KeyboardInterrupt:
+            runner.stop(study)
+            raise
     write_summary(study, params, repo, applicable=not options.in_process)
     return study
 
@@ -114,13 +126,17 @@ def open_study(params: Params, options: TuneOptions) -> Any:
     # Heartbeats are ours to record: trials run outside Study.optimize, as experiments.
     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    storage = _storage(options.storage, params.tune.heartbeat)
+    storage = open_storage(options.storage, params.tune.heartbeat)
     try:
         existing = optuna.load_study(study_name=options.study, storage=storage)
         previous = len(existing.trials)
     except KeyError:
         previous = 0
-    seed = params.tune.seed + previous  # a resumed study must not replay its first draws
+    # A resumed study must not replay its first draws. In a database server, workers that
+    # start together would also draw the same points: there each worker seeds from fresh
+    # entropy (timing decides which worker gets which trial, so no seed reproduces it).
+    shared = _shared(options.storage)
+    seed = None if shared else params.tune.seed + previous
     if options.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
@@ -128,7 +144,7 @@ def open_study(params: Params, options: TuneOptions) -> Any:
             seed=seed,
             multivariate=params.tune.multivariate,
             n_startup_trials=params.tune.n_startup_trials,
-            constant_liar=options.jobs > 1,
+            constant_liar=options.jobs > 1 or shared,
             n_ei_candidates=24,
         )
     direction = OBJECTIVES[params.tune.metric]
@@ -151,22 +167,42 @@ def open_study(params: Params, options: TuneOptions) -> Any:
     return study
 
 
-def _storage(url: str, heartbeat: int) -> Any:
+def _shared(url: str) -> bool:
+    """A database server, which several workers on several machines may share; not SQLite."""
+    return not url.startswith("sqlite:")
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> Any:
+    """Optuna's RDB storage at ``url``, heartbeats every ``heartbeat`` s; one-line errors."""
+    import importlib.util
+
     import optuna
     import sqlalchemy.exc
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            grace_period=3 * heartbeat,
-            engine_kwargs={"pool_pre_ping": True},
-        )
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VisiontuneError(f"cannot open Optuna storage {url}: {reason}") from None
+    engine_url = url
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg (3); the project installs psycopg2.
+        engine_url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    for _ in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                engine_url,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat if heartbeat else None,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Workers opening an empty database at once race to create Optuna's tables:
+            # the losers find them there when they try again.
+            error: Exception = exc
+            time.sleep(1)
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
+            error = exc
+            break
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise VisiontuneError(f"cannot open Optuna storage {url}: {reason}") from None
 
 
 def counted(trial: Any) -> bool:
@@ -176,7 +212,28 @@ def counted(trial: Any) -> bool:
     if trial.state == TrialState.COMPLETE:
         return True
     reason = trial.user_attrs.get(REASON)
-    return trial.state == TrialState.FAIL and reason is not None and reason != "interrupted"
+    return trial.state == TrialState.FAIL and reason is not None and reason not in NOT_COUNTED
+
+
+def surplus(study: Any, number: int, target: int) -> bool:
+    """Whether trial ``number`` would overshoot ``target``: the trials numbered below it that
+    count or still run already reach the target.
+
+    Two workers that each see one trial missing both ask. Optuna numbers new trials under a
+    lock on the study, so every lower-numbered trial is visible here: the lowest-numbered
+    of the racing trials run, the rest are recorded as surplus (FAIL, not counted). If a
+    running trial later fails without counting, the waiting workers ask again.
+    """
+    from optuna.trial import TrialState
+
+    return (
+        sum(
+            counted(t) or t.state == TrialState.RUNNING
+            for t in study.get_trials(deepcopy=False)
+            if t.number < number
+        )
+        >= target
+    )
 
 
 def suggest(trial: Any, space: tuple[SpaceParam, ...]) -> dict[str, Any]:
@@ -202,6 +259,9 @@ class _Runner:
         self.metric = params.tune.metric
         threads = max(1, (os.cpu_count() or 1) // options.jobs)
         self.fixed = {"train.threads": threads, **options.fixed}
+        self.alive: set[int] = set()  # ids of our running trials, kept alive by _heartbeats
+        self.worker = f"{socket.gethostname()}:{repo.resolve()}"
+        self.waiting = False
 
     def overrides(self, trial: Any) -> dict[str, Any]:
         values = {**self.fixed, **suggest(trial, self.params.tune.space)}
@@ -212,8 +272,14 @@ class _Runner:
         return values
 
     def ask(self, study: Any) -> tuple[Any, dict[str, Any]] | None:
-        """A new trial and its params; a combination the schema refuses fails at once."""
+        """A new trial and its params; a surplus trial or a refused combination fails at once."""
         trial = study.ask()
+        study._storage.record_heartbeat(trial._trial_id)  # from now on, staleness is watched
+        self.alive.add(trial._trial_id)
+        trial.set_user_attr(WORKER, self.worker)
+        if surplus(study, trial.number, self.options.trials):
+            self.fail(study, trial, SURPLUS)
+            return None
         try:
             return trial, self.overrides(trial)
         except _TrialFailed as exc:
@@ -232,6 +298,7 @@ class _Runner:
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
         study.tell(trial, value)
+        self.alive.discard(trial._trial_id)
         _say(f"{self.name(trial)}: {self.metric} {value:.4f}  {_short(trial.params)}")
 
     def fail(self, study: Any, trial: Any, reason: str) -> None:
@@ -239,15 +306,18 @@ class _Runner:
 
         trial.set_user_attr(REASON, reason)
         study.tell(trial, state=TrialState.FAIL)
-        _say(f"{self.name(trial)}: FAIL ({reason})")
+        self.alive.discard(trial._trial_id)
+        note = ", not counted" if reason in NOT_COUNTED else ""
+        _say(f"{self.name(trial)}: FAIL ({reason}{note})")
 
     def interrupted(self, study: Any, trials: list[Any]) -> None:
         """Record trials stopped by Ctrl-C as FAIL that does not count toward --trials."""
         from optuna.trial import TrialState
 
         for trial in trials:
-            trial.set_user_attr(REASON, "interrupted")
+            trial.set_user_attr(REASON, INTERRUPTED)
             study.tell(trial, state=TrialState.FAIL)
+            self.alive.discard(trial._trial_id)
         _say(f"stopped: {len(trials)} running trial(s) recorded as interrupted")
 
     def remaining(self, study: Any, in_flight: int) -> int:
@@ -258,6 +328,17 @@ class _Runner:
         done = sum(counted(t) for t in trials)
         running = sum(t.state == TrialState.RUNNING for t in trials)
         return self.options.trials - done - max(running, in_flight)
+
+    def reached(self, study: Any) -> bool:
+        """Whether the study counts ``--trials`` trials: the tuner's work is done."""
+        return sum(counted(t) for t in study.get_trials(deepcopy=False)) >= self.options.trials
+
+    def wait(self) -> None:
+        """Nothing to start, but other workers' trials run: they may yet fail or go stale."""
+        if not self.waiting:
+            _say("waiting for the trials other workers run")
+            self.waiting = True
+        time.sleep(POLL_SECONDS)
 
 
 class _TrialFailed(Exception):
@@ -275,10 +356,7 @@ class _Queue(_Runner):
     def run(self, study: Any) -> None:
         last_start = 0.0
         while True:
-            ours = {entry.trial._trial_id for entry in self.running.values()}
-            for trial_id in ours:  # first thing each round: our trials are alive
-                study._storage.record_heartbeat(trial_id)
-            _fail_stale(study, self.repo, self, ours)
+            _fail_stale(study, self.repo, self)
             launched = False
             while (
                 len(self.running) < self.options.jobs
@@ -287,9 +365,9 @@ class _Queue(_Runner):
                 self.launch(study)
                 launched = True
             if not self.running:
-                if self.remaining(study, 0) <= 0:
+                if self.reached(study):
                     return
-                time.sleep(POLL_SECONDS)  # others' trials still run: wait for them to count
+                self.wait()
                 continue
             if launched or time.monotonic() - last_start > 30:  # workers exit when idle
                 self.queue.start(self.options.jobs)
@@ -303,7 +381,6 @@ class _Queue(_Runner):
             return
         trial, overrides = asked
         name = self.name(trial)
-        study._storage.record_heartbeat(trial._trial_id)  # from now on, staleness is watched
         task = self.queue.enqueue(name, overrides, TRIAL_TARGET)
         self.running[trial.number] = _Running(trial, name, overrides, task, time.monotonic())
         _say(f"{name}: queued  {_short(overrides)}")
@@ -368,41 +445,41 @@ class _Temp(_Runner):
 
     def run(self, study: Any) -> None:
         while True:
-            _fail_stale(study, self.repo, self, ours=set())
+            _fail_stale(study, self.repo, self)
             if self.remaining(study, 0) <= 0:
-                return
+                if self.reached(study):
+                    return
+                self.wait()
+                continue
             asked = self.ask(study)
             if asked is None:
                 continue
             self.trial, overrides = asked
             name = self.name(self.trial)
             _say(f"{name}: running  {_short(overrides)}")
-            outcome = self.attempt(study, name, overrides)
+            outcome = self.attempt(name, overrides)
             if outcome is not None and not outcome.startswith("error: "):
                 _say(f"{name}: {outcome}; retrying once")
-                outcome = self.attempt(study, name, overrides)
+                outcome = self.attempt(name, overrides)
             if outcome is None:
                 self.finish(study, self.trial, experiment_metrics(self.repo, name) or {})
             else:
                 self.fail(study, self.trial, outcome.removeprefix("error: "))
             self.trial = None
 
-    def attempt(self, study: Any, name: str, overrides: dict[str, Any]) -> str | None:
+    def attempt(self, name: str, overrides: dict[str, Any]) -> str | None:
         """Run the experiment; None on success, else why it failed."""
         command = temp_run_command(name, overrides, TRIAL_TARGET)
         with tempfile.TemporaryFile("w+") as log:
             self.process = subprocess.Popen(
                 command, cwd=self.repo, stdout=log, stderr=subprocess.STDOUT, text=True
             )
-            started = time.monotonic()
-            while self.process.poll() is None:
-                study._storage.record_heartbeat(self.trial._trial_id)
-                if time.monotonic() - started > self.params.tune.trial_timeout:
-                    self.process.kill()
-                    self.process.wait()
-                    return f"error: timed out after {self.params.tune.trial_timeout} s"
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.process.wait(timeout=self.params.tune.heartbeat / 2)
+            try:
+                self.process.wait(timeout=self.params.tune.trial_timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return f"error: timed out after {self.params.tune.trial_timeout} s"
             log.seek(0)
             output = log.read()
         if self.process.returncode == 0 and experiment_metrics(self.repo, name) is not None:
@@ -461,15 +538,42 @@ class _InProcess(_Runner):
             self.interrupted(study, [self.current])
 
 
-def _fail_stale(study: Any, repo: Path, runner: _Runner, ours: set[int]) -> None:
-    """Trials whose tuner died: keep any that finished as experiments, fail the rest.
+@contextlib.contextmanager
+def _heartbeats(study: Any, trial_ids: set[int], interval: float) -> Iterator[None]:
+    """Mark the trials in ``trial_ids`` alive every ``interval`` seconds while the tuner runs.
 
-    ``ours`` are the trial ids this tuner runs: alive whatever their heartbeat says.
+    A thread, so that a slow dvc call never lets a live trial look stale to another worker.
+    """
+    import optuna
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            for trial_id in trial_ids.copy():
+                with contextlib.suppress(optuna.exceptions.StorageInternalError):
+                    study._storage.record_heartbeat(trial_id)  # a lost beat: the next one
+
+    thread = threading.Thread(target=beat, name="visiontune-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _fail_stale(study: Any, repo: Path, runner: _Runner) -> None:
+    """Trials whose tuner died: keep any that finished as experiments here, fail the rest.
+
+    The runner's own trials are alive whatever their heartbeat says. A dead worker's trial
+    from another clone has no experiment here: it is failed (not counted), and the orphaned
+    ``dvc exp run`` of that worker, if its machine still runs it, no longer matters.
     """
     import optuna
 
     storage = study._storage  # Optuna exposes staleness only on the storage
-    stale = [i for i in storage._get_stale_trial_ids(study._study_id) if i not in ours]
+    stale = [i for i in storage._get_stale_trial_ids(study._study_id) if i not in runner.alive]
     queue = DvcQueue(repo) if stale else None
     for trial_id in stale:
         with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
@@ -534,11 +638,14 @@ def write_summary(
     out.write_text(json.dumps({"tune": summary}, indent=2) + "\n")
     _write_plots(study, repo / "plots" / "tune")
     test = summary["best"]["test.acc"]
+    where = ""
+    if applicable and name not in experiment_names(repo):  # another worker ran it
+        where = f" in {best.user_attrs.get(WORKER, 'the clone that ran it')}"
     _say(
         f"best: {name}  {params.tune.metric} {best.value:.4f}"
         + (f"  test.acc {test:.4f}" if test is not None else "")
         + f"  {_short(best.params)}"
-        + (f"\napply it with: dvc exp apply {name}" if applicable else "")
+        + (f"\napply it{where} with: dvc exp apply {name}" if applicable else "")
     )
     return summary
 
