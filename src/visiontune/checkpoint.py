@@ -16,6 +16,8 @@ from visiontune.errors import VisiontuneError
 from visiontune.models import build_model
 from visiontune.params import ModelParams, Params
 
+KEYS = ("state_dict", "params", "classes", "channels", "image_size", "mean", "std")
+
 
 def save_checkpoint(
     path: Path, model: torch.nn.Module, params: Params, meta: dict[str, Any]
@@ -43,8 +45,12 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise VisiontuneError(f"{path} not found: run `dvc repro train` first") from None
-    except Exception as exc:
-        raise VisiontuneError(f"{path} is not a visiontune model file ({exc})") from None
+    except Exception as exc:  # torch's own message can run to many lines: keep the first
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise VisiontuneError(f"{path} is not a visiontune model file ({reason})") from None
+    missing = [key for key in KEYS if not isinstance(ckpt, dict) or key not in ckpt]
+    if missing:
+        raise VisiontuneError(f"{path} is not a visiontune model file (no {', '.join(missing)})")
     # Weights come from the file: never fetch pretrained ones again.
     model_params = ModelParams(**{**ckpt["params"]["model"], "pretrained": False})
     model = build_model(

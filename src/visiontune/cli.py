@@ -53,6 +53,46 @@ def _report(args: argparse.Namespace) -> None:
     print(f"wrote {out} and {out.parent / (out.stem + '_plots')}/")
 
 
+def _export(args: argparse.Namespace) -> None:
+    from visiontune.export import export_model, format_table
+
+    out = args.out or Path("models/model.int8.onnx" if args.quantize else "models/model.onnx")
+    metrics = export_model(
+        args.model, out, args.prepared, args.metrics, quantize=args.quantize, threads=args.threads
+    )
+    print(format_table(metrics))
+    print(f"wrote {out} and {args.metrics}")
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    export = commands.add_parser(
+        "export", help="export the model to ONNX (optionally int8), checked against torch"
+    )
+    export.add_argument("--format", choices=("onnx",), required=True, help="file format")
+    export.add_argument(
+        "--quantize", action="store_true", help="int8 (static, calibrated on train images)"
+    )
+    export.add_argument("--model", type=Path, default=Path("models/model.pt"), help=".pt file")
+    export.add_argument(
+        "--out",
+        type=Path,
+        help="ONNX file (default models/model.onnx, with --quantize models/model.int8.onnx)",
+    )
+    export.add_argument(
+        "--prepared",
+        type=Path,
+        default=PREPARED,
+        help="prepared data: test split to compare on, train split to calibrate",
+    )
+    export.add_argument(
+        "--metrics", type=Path, default=Path("metrics/export.json"), help="JSON file written"
+    )
+    export.add_argument(
+        "--threads", type=int, default=0, help="torch and onnxruntime threads (0 = torch's)"
+    )
+    export.set_defaults(func=_export)
+
+
 def _lr_find(args: argparse.Namespace) -> None:
     from visiontune.finders import lr_find
 
@@ -64,6 +104,57 @@ def _batch_size(args: argparse.Namespace) -> None:
     from visiontune.finders import batch_size_find
 
     batch_size_find(_with_sets(args), PREPARED, candidates=args.candidates)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from visiontune import serving
+
+    serving.serve(
+        args.model,
+        host=args.host,
+        port=args.port,
+        threads=args.threads,
+        max_bytes=args.max_bytes or serving.DEFAULT_MAX_BYTES,
+        max_pixels=args.max_pixels or serving.DEFAULT_MAX_PIXELS,
+    )
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    serve = commands.add_parser(
+        "serve", help="HTTP API classifying uploaded images with a .pt or .onnx model"
+    )
+    serve.add_argument("--model", type=Path, default=Path("models/model.pt"), help=".pt or .onnx")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=_int_range(1, 65535), default=8000)
+    serve.add_argument(
+        "--max-bytes", type=_int_range(1), help="request body limit (default 10 MiB)"
+    )
+    serve.add_argument(
+        "--max-pixels", type=_int_range(1), help="pixels an image may have (default 40M)"
+    )
+    serve.add_argument(
+        "--threads",
+        type=_int_range(0),
+        default=0,
+        help="torch/onnxruntime threads (0 = their default; 1 is fastest for small models)",
+    )
+    serve.set_defaults(func=_serve)
+
+
+def _int_range(low: int, high: int | None = None):
+    """An argparse type: an integer from ``low`` to ``high`` (no upper bound if None)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low or (high is not None and value > high):
+            bounds = f"from {low} to {high}" if high is not None else f">= {low}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
+        return value
+
+    return parse
 
 
 def _with_sets(args: argparse.Namespace):
@@ -136,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--study", help="study to plot (default: tune.study in params.yaml)")
     report.set_defaults(func=_report)
+    _add_export(commands)
 
     lr = commands.add_parser("lr-find", help="LR range test: loss against lr, suggested model.lr")
     lr.add_argument("--min-lr", type=float, default=1e-5)
@@ -156,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_set(batch, "the measurement")
     batch.set_defaults(func=_batch_size)
+    _add_serve(commands)
     return parser
 
 

@@ -1,0 +1,252 @@
+"""``visiontune serve``: an HTTP API (FastAPI on uvicorn) that classifies uploaded images.
+
+``POST /predict`` (one image), ``POST /predict/batch`` (several), ``GET /health``,
+``GET /metadata``, ``GET /metrics`` (Prometheus); OpenAPI docs at ``/docs``. Uploads go
+through the preprocess stage's ``image_to_tensor``, so the model sees the same pixels as in
+training and evaluation.
+"""
+
+import hashlib
+import os
+import subprocess
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from visiontune import __version__
+from visiontune.predictors import Predictor, load_predictor
+from visiontune.serving_input import (
+    FORMATS,
+    BodySizeLimit,
+    decode_image,
+    refuse_decompression_bombs,
+)
+from visiontune.serving_metrics import MetricsMiddleware, ServingMetrics
+
+DEFAULT_MAX_BYTES = 10 * 2**20
+DEFAULT_MAX_PIXELS = 40_000_000
+MAX_FILES = 64
+
+
+class ScoredLabel(BaseModel):
+    label: str
+    probability: float
+
+
+class Prediction(ScoredLabel):
+    """The most probable class and the ``top_k`` most probable ones, best first."""
+
+    top_k: list[ScoredLabel]
+
+
+class BatchPrediction(BaseModel):
+    predictions: list[Prediction]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Limits(BaseModel):
+    max_bytes: int
+    max_files: int
+    max_pixels: int
+
+
+class Metadata(BaseModel):
+    """The served model: what it classifies, how it was trained, which file and revision."""
+
+    model_name: str
+    format: str
+    classes: list[str]
+    image_size: int
+    channels: int
+    mean: list[float]
+    std: list[float]
+    params: dict[str, Any]
+    sha256: str
+    revision: str | None
+    limits: Limits
+
+
+class ErrorDetail(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "empty, corrupt or truncated image"},
+    413: {"model": ErrorDetail, "description": "body, image or file count over the limit"},
+    415: {"model": ErrorDetail, "description": "not an image in a supported format"},
+}
+
+
+class Classifier:
+    """Decodes uploads and runs the predictor, one request at a time.
+
+    Serialising the work bounds memory (one decoded image at a time) and gives each forward
+    pass all the inference threads; HTTP I/O and body parsing stay concurrent.
+    """
+
+    def __init__(self, predictor: Predictor, max_pixels: int, metrics: ServingMetrics) -> None:
+        self.predictor = predictor
+        self.classes = [str(name) for name in predictor.meta["classes"]]
+        self.max_pixels = max_pixels
+        self.metrics = metrics
+        self._lock = threading.Lock()
+
+    def classify(self, files: Sequence[tuple[str, bytes]], top_k: int) -> list[Prediction]:
+        """Predictions for ``(name, content)`` files, in order; HTTPException naming a bad one."""
+        with self._lock:
+            images = np.stack([self._decode(name, content) for name, content in files])
+            probabilities = self.predictor.probabilities(images)
+        predictions = [self._prediction(row, top_k) for row in probabilities]
+        self.metrics.count_predictions(p.label for p in predictions)
+        return predictions
+
+    def _decode(self, name: str, content: bytes) -> np.ndarray:
+        meta = self.predictor.meta
+        try:
+            image = decode_image(content, meta["channels"], meta["image_size"], self.max_pixels)
+        except HTTPException as exc:
+            raise HTTPException(exc.status_code, f"{name}: {exc.detail}") from None
+        return image.numpy()
+
+    def _prediction(self, row: np.ndarray, top_k: int) -> Prediction:
+        best = np.argsort(-row, kind="stable")[:top_k]  # ties: lowest index, as argmax
+        top = [
+            ScoredLabel(label=self.classes[i], probability=round(float(row[i]), 6)) for i in best
+        ]
+        return Prediction(label=top[0].label, probability=top[0].probability, top_k=top)
+
+
+def create_app(
+    predictor: Predictor,
+    model_path: Path,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_files: int = MAX_FILES,
+) -> FastAPI:
+    """The API serving ``predictor`` (loaded from ``model_path``), with its own metrics."""
+    refuse_decompression_bombs()
+    meta = predictor.meta
+    metrics = ServingMetrics(str(name) for name in meta["classes"])
+    classifier = Classifier(predictor, max_pixels, metrics)
+    metadata = Metadata(
+        model_name=meta["params"]["model"]["name"],
+        format=meta["format"],
+        classes=classifier.classes,
+        image_size=meta["image_size"],
+        channels=meta["channels"],
+        mean=meta["mean"],
+        std=meta["std"],
+        params=meta["params"],
+        sha256=file_sha256(model_path),
+        revision=model_revision(model_path),
+        limits=Limits(max_bytes=max_bytes, max_files=max_files, max_pixels=max_pixels),
+    )
+    num_classes = len(classifier.classes)
+    app = FastAPI(
+        title="visiontune image classifier",
+        version=__version__,
+        description=(
+            f"Classifies images with the {metadata.format} model `{metadata.model_name}` "
+            f"({num_classes} classes, {metadata.channels}-channel "
+            f"{metadata.image_size}x{metadata.image_size} input). Upload images as multipart "
+            f"form data; at most {max_bytes} bytes a request, {max_pixels} pixels an image "
+            f"and {max_files} files a batch. Formats: {', '.join(FORMATS)}."
+        ),
+    )
+    top_k_query = Query(
+        ge=1, le=num_classes, description="how many of the most probable classes to list"
+    )
+    TopK = Annotated[int, top_k_query]
+    default_k = min(3, num_classes)
+
+    @app.post("/predict", responses=ERRORS, summary="Classify one image")
+    async def predict(
+        file: Annotated[UploadFile, File(description="the image")], top_k: TopK = default_k
+    ) -> Prediction:
+        content = await file.read()
+        predictions = await run_in_threadpool(
+            classifier.classify, [(file.filename or "file", content)], top_k
+        )
+        return predictions[0]
+
+    @app.post("/predict/batch", responses=ERRORS, summary="Classify several images")
+    async def predict_batch(
+        files: Annotated[list[UploadFile], File(description=f"up to {max_files} images")],
+        top_k: TopK = default_k,
+    ) -> BatchPrediction:
+        if len(files) > max_files:
+            raise HTTPException(413, f"too many files: {len(files)}, limit {max_files}")
+        named = [(f"files[{i}] ({f.filename})", await f.read()) for i, f in enumerate(files)]
+        predictions = await run_in_threadpool(classifier.classify, named, top_k)
+        return BatchPrediction(predictions=predictions)
+
+    @app.get("/health", summary="Liveness: ok once the model is loaded")
+    async def health() -> Health:
+        return Health(status="ok")
+
+    @app.get("/metadata", summary="The served model, its training params and its file")
+    async def get_metadata() -> Metadata:
+        return metadata
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def get_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodySizeLimit, max_bytes=max_bytes)
+    endpoints = [route.path for route in app.routes]
+    app.add_middleware(MetricsMiddleware, metrics=metrics, endpoints=endpoints)
+    return app
+
+
+def serve(
+    model_path: Path,
+    *,
+    host: str,
+    port: int,
+    threads: int = 0,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> None:
+    """Load the model (VisiontuneError if unusable), then serve it until interrupted."""
+    import uvicorn
+
+    predictor = load_predictor(model_path, threads)
+    app = create_app(predictor, model_path, max_bytes=max_bytes, max_pixels=max_pixels)
+    uvicorn.run(app, host=host, port=port)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(2**20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_revision(path: Path) -> str | None:
+    """$VISIONTUNE_REVISION, else the git commit of the repository holding ``path``, else None."""
+    if revision := os.environ.get("VISIONTUNE_REVISION"):
+        return revision
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(path).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
