@@ -14,6 +14,7 @@ from pathlib import Path
 
 from configobj import ConfigObj
 from dvc_repo import ROOT, DvcRepo
+from servers import free_port, stop
 
 # gcsfs asks GCS's gRPC control plane for the bucket type first; an emulator has none,
 # and each ask would wait 60 s before gcsfs falls back to the JSON API.
@@ -25,12 +26,6 @@ def remote_url() -> str:
     config = ConfigObj(str(ROOT / ".dvc" / "config"))  # DVC's own config format
     name = config["core"]["remote"]
     return config[f'remote "{name}"']["url"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass(frozen=True)
@@ -53,6 +48,7 @@ class GcsEmulator:
     def use_in(self, repo: DvcRepo, endpoint: str | None = None) -> None:
         """Point ``repo``'s default remote at this emulator (or ``endpoint``), locally only."""
         repo.env.update(EMULATOR_ENV)
+        repo.dvc("remote", "modify", "--local", "storage", "url", remote_url())
         repo.dvc("remote", "modify", "--local", "storage", "endpointurl", endpoint or self.endpoint)
         repo.dvc("remote", "modify", "--local", "storage", "allow_anonymous_login", "true")
 
@@ -87,9 +83,4 @@ def gcs_emulator() -> Iterator[GcsEmulator]:
                 time.sleep(0.1)
         yield GcsEmulator(f"http://127.0.0.1:{port}", f"{bucket}/{path}".rstrip("/"))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=10)

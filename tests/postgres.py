@@ -12,13 +12,14 @@ import getpass
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from servers import free_port
 
 NOT_FOUND = (
     "PostgreSQL server binaries not found (Debian package postgresql); .ci/run installs them"
@@ -80,7 +81,7 @@ def postgres_server(bin_dir: Path) -> Iterator[Postgres]:
     initdb = [*as_postgres, str(bin_dir / "initdb"), "-D", str(data), "-U", user, "--auth=trust"]
     try:
         subprocess.run([*initdb, "--no-sync"], check=True, capture_output=True, timeout=120)
-        port = _free_port()
+        port = free_port()
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
         started = subprocess.run(
             [*pg_ctl, "-l", str(log), "-o", options, "-w", "-t", "60", "start"],
@@ -99,9 +100,3 @@ def postgres_server(bin_dir: Path) -> Iterator[Postgres]:
             )
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

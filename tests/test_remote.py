@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 from dvc_repo import SHRINK, DvcRepo
-from gcs import GcsEmulator, free_port, gcs_emulator, remote_url
+from gcs import GcsEmulator, gcs_emulator, remote_url
+from servers import free_port
 
 pytestmark = pytest.mark.slow
 

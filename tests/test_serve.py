@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from servers import free_port, stop
 
 from visiontune.batches import Normalizer, evaluate_split
 from visiontune.checkpoint import load_checkpoint
@@ -46,16 +46,10 @@ class Server:
     model: Path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serve(model: Path, log: Path, *args: str) -> Iterator[Server]:
     """Run `visiontune serve` on a free loopback port until the block ends."""
-    port = _free_port()
+    port = free_port()
     command = [sys.executable, "-m", "visiontune", "serve", "--model", str(model)]
     command += ["--port", str(port), *args]
     env = {**os.environ, "VISIONTUNE_REVISION": REVISION}
@@ -67,12 +61,7 @@ def _serve(model: Path, log: Path, *args: str) -> Iterator[Server]:
         yield Server(client, model)
     finally:
         client.close()
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 def _wait_healthy(client: httpx.Client, process: subprocess.Popen, log: Path) -> None:
@@ -430,7 +419,7 @@ def test_concurrent_load(server: Server, held_out, expected_labels) -> None:
 
 def _serve_command(*args: str) -> subprocess.CompletedProcess:
     """`visiontune serve` expected to stop before serving (bounded, so a server fails it)."""
-    command = [sys.executable, "-m", "visiontune", "serve", "--port", str(_free_port()), *args]
+    command = [sys.executable, "-m", "visiontune", "serve", "--port", str(free_port()), *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
