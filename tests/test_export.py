@@ -75,7 +75,7 @@ def test_metadata_round_trip(onnx_path, trained_model):
         assert meta[key] == ckpt[key]
     assert meta["params"] == json.loads(json.dumps(ckpt["params"]))
     assert meta["format"] == "onnx" and meta["quantized"] is False
-    assert meta["source_sha256"] == hashlib.sha256(trained_model.read_bytes()).hexdigest()
+    assert meta["source_md5"] == hashlib.md5(trained_model.read_bytes()).hexdigest()
     # Per-node debug metadata (stack traces with local paths) is not shipped.
     assert not any(node.metadata_props for node in onnx.load(str(onnx_path)).graph.node)
 

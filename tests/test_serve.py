@@ -494,12 +494,15 @@ def test_load_predictor_errors(
     assert "\n" not in str(error.value)
 
 
-def test_model_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_revision_is_the_commit_whose_dvc_lock_recorded_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("VISIONTUNE_REVISION", raising=False)
     model = tmp_path / "models" / "model.pt"
     model.parent.mkdir()
     model.write_bytes(b"weights")
-    assert model_revision(model) is None  # not in a git repository
+    md5 = hashlib.md5(b"weights").hexdigest()
+    assert model_revision(model, md5) is None  # not in a git repository
 
     def git(*args: str) -> str:
         identity = ["-c", "user.name=test", "-c", "user.email=test@visiontune.invalid"]
@@ -509,11 +512,20 @@ def test_model_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         return done.stdout.strip()
 
     git("init", "-q")
-    assert model_revision(model) is None  # no commit yet
-    git("commit", "-q", "--allow-empty", "-m", "first")
-    assert model_revision(model) == git("rev-parse", "HEAD")
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("stages:\n  train:\n    outs:\n    - path: models/model.pt\n      md5: 0\n")
+    git("add", "dvc.lock")
+    git("commit", "-q", "-m", "an older model")
+    assert model_revision(model, md5) is None  # no commit recorded this model
+    lock.write_text(lock.read_text().replace("md5: 0", f"md5: {md5}"))
+    git("commit", "-q", "-am", "trained this model")
+    trained = git("rev-parse", "HEAD")
+    (tmp_path / "README.md").write_text("later work\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "later")
+    assert model_revision(model, md5) == trained  # not HEAD: where the model was trained
     monkeypatch.setenv("VISIONTUNE_REVISION", "from-docker-build")
-    assert model_revision(model) == "from-docker-build"
+    assert model_revision(model, md5) == "from-docker-build"
 
 
 def test_onnx_export_serves_the_same_labels(

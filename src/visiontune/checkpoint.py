@@ -7,6 +7,7 @@ The file holds only tensors and plain Python values, so it loads with
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,12 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
     )
     model.load_state_dict(ckpt["state_dict"])
     return model.to(device).eval(), ckpt
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    """Hex digest of a file (``md5`` is DVC's: it is how dvc.lock records outputs)."""
+    digest = hashlib.new(algorithm)
+    with Path(path).open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -11,7 +11,6 @@ functions that need them, so importing this module is cheap.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -46,7 +45,7 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
     """
     import torch
 
-    from visiontune.checkpoint import load_checkpoint
+    from visiontune.checkpoint import file_digest, load_checkpoint
 
     model, ckpt = load_checkpoint(Path(model_path), torch.device("cpu"))
     wrapped = with_normalisation(model.to(memory_format=torch.contiguous_format), ckpt)
@@ -73,7 +72,7 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
     meta = {
         key: ckpt[key] for key in ("classes", "channels", "image_size", "mean", "std", "params")
     }
-    meta |= {"quantized": False, "source_sha256": _sha256(Path(model_path))}
+    meta |= {"quantized": False, "source_md5": file_digest(model_path, "md5")}
     _save_atomic(proto, meta, Path(out_path))
 
 
@@ -150,7 +149,7 @@ class OnnxModel:
     """An exported model run by onnxruntime on the CPU, with its visiontune metadata.
 
     ``meta`` holds classes, channels, image_size, mean, std, params, quantized, format
-    ("onnx") and source_sha256 (of the .pt it was exported from).
+    ("onnx") and source_md5 (of the .pt it was exported from, as dvc.lock records it).
     """
 
     def __init__(self, path: Path, threads: int = 0) -> None:
@@ -240,14 +239,6 @@ def _quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _reason(exc: BaseException) -> str:

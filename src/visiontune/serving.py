@@ -6,7 +6,6 @@ through the preprocess stage's ``image_to_tensor``, so the model sees the same p
 training and evaluation.
 """
 
-import hashlib
 import os
 import subprocess
 import threading
@@ -22,6 +21,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from visiontune import __version__
+from visiontune.checkpoint import file_digest
 from visiontune.predictors import Predictor, load_predictor
 from visiontune.serving_input import (
     FORMATS,
@@ -149,8 +149,8 @@ def create_app(
         mean=meta["mean"],
         std=meta["std"],
         params=meta["params"],
-        sha256=file_sha256(model_path),
-        revision=model_revision(model_path),
+        sha256=file_digest(model_path, "sha256"),
+        revision=model_revision(model_path, _trained_md5(model_path, meta)),
         limits=Limits(max_bytes=max_bytes, max_files=max_files, max_pixels=max_pixels),
     )
     num_classes = len(classifier.classes)
@@ -227,26 +227,27 @@ def serve(
     uvicorn.run(app, host=host, port=port)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(2**20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def _trained_md5(model_path: Path, meta: dict[str, Any]) -> str | None:
+    """DVC's md5 of the checkpoint: the served file itself, or the one an export came from."""
+    if meta["format"] == "torch":
+        return file_digest(model_path, "md5")
+    return meta.get("source_md5")
 
 
-def model_revision(path: Path) -> str | None:
-    """$VISIONTUNE_REVISION, else the git commit of the repository holding ``path``, else None."""
+def model_revision(path: Path, md5: str | None) -> str | None:
+    """The git commit the model was trained at: ``$VISIONTUNE_REVISION`` if set, else the
+    oldest commit (of any branch or experiment) whose dvc.lock records the model's ``md5``,
+    else None (an unrecorded model, or no git repository)."""
     if revision := os.environ.get("VISIONTUNE_REVISION"):
         return revision
+    if md5 is None:
+        return None
+    command = ["git", "log", "--all", "--format=%H", "-S", md5, "--", ":(top)dvc.lock"]
     try:
         result = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(path).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=10,
+            command, cwd=Path(path).resolve().parent, capture_output=True, text=True, timeout=30
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    commits = result.stdout.split() if result.returncode == 0 else []
+    return commits[-1] if commits else None
