@@ -423,6 +423,13 @@ def _serve_command(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
+class _Code:
+    """Pickles as a function call: what ``weights_only`` loading must refuse to run."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("this must not run",))
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -468,6 +475,13 @@ def test_torch_predictor(trained_model: Path, held_out, expected_labels) -> None
     assert [classes[i] for i in probabilities.argmax(1)] == expected_labels
 
 
+class _Code:
+    """Pickles as a function call: what ``weights_only`` loading must refuse to run."""
+
+    def __reduce__(self) -> tuple:
+        return (print, ("this must not run",))
+
+
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
@@ -476,6 +490,8 @@ def test_torch_predictor(trained_model: Path, held_out, expected_labels) -> None
         ("corrupt.onnx", b"not an onnx file", "{path} is not an ONNX model"),
         ("weights.pt", {"weights": torch.zeros(2)}, "{path} is not a visiontune model file (no"),
         ("directory.pt", "dir", "{path} is not a visiontune model file"),
+        ("notes.pt", b"# notes\n", "{path} is not a visiontune model file (weights-only loading"),
+        ("code.pt", {"run": _Code()}, "{path} is not a visiontune model file (weights-only"),
     ],
 )
 def test_load_predictor_errors(

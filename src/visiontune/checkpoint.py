@@ -46,9 +46,8 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise VisiontuneError(f"{path} not found: run `dvc repro train` first") from None
-    except Exception as exc:  # torch's own message can run to many lines: keep the first
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise VisiontuneError(f"{path} is not a visiontune model file ({reason})") from None
+    except Exception as exc:
+        raise VisiontuneError(f"{path} is not a visiontune model file ({_reason(exc)})") from None
     missing = [key for key in KEYS if not isinstance(ckpt, dict) or key not in ckpt]
     if missing:
         raise VisiontuneError(f"{path} is not a visiontune model file (no {', '.join(missing)})")
@@ -71,3 +70,13 @@ def file_digest(path: Path, algorithm: str) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _reason(exc: Exception) -> str:
+    """One line of why torch.load failed; its weights-only refusals bury it in advice."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if lines and lines[0].startswith("Weights only load failed"):
+        advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        detail = [line for line in lines if not line.startswith(advice)]
+        return "weights-only loading refused it: " + (detail[0] if detail else "unsafe content")
+    return lines[0] if lines else type(exc).__name__
