@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import VisiontuneError, first_line
 from visiontune.models import build_model
 from visiontune.params import ModelParams, Params
 
@@ -74,9 +74,10 @@ def file_digest(path: Path, algorithm: str) -> str:
 
 def _reason(exc: Exception) -> str:
     """One line of why torch.load failed; its weights-only refusals bury it in advice."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if lines and lines[0].startswith("Weights only load failed"):
+    reason = first_line(exc)
+    if reason.startswith("Weights only load failed"):
         advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = [line for line in lines if not line.startswith(advice)]
         return "weights-only loading refused it: " + (detail[0] if detail else "unsafe content")
-    return lines[0] if lines else type(exc).__name__
+    return reason

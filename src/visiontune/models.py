@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import VisiontuneError, first_line
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -156,7 +156,7 @@ def _timm_model(
             raise
         raise VisiontuneError(
             f"model.pretrained=true needs a network to fetch weights for {model.name} "
-            f"({_reason(_root_cause(exc))})"
+            f"({first_line(_root_cause(exc))})"
         ) from None
     _probe(timm, net, model.name, channels, image_size)
     return net
@@ -223,7 +223,7 @@ def _size_error(
     else:
         hint = ""
     return VisiontuneError(
-        f"model.name={name} cannot take data.image_size={image_size} ({_reason(exc)}){hint}"
+        f"model.name={name} cannot take data.image_size={image_size} ({first_line(exc)}){hint}"
     )
 
 
@@ -232,9 +232,3 @@ def _root_cause(exc: BaseException) -> BaseException:
     while exc.__cause__ or exc.__context__:
         exc = exc.__cause__ or exc.__context__
     return exc
-
-
-def _reason(exc: BaseException) -> str:
-    """The first line of an exception's message, or its type name when it has none."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

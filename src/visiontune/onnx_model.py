@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import VisiontuneError, first_line
 
 if TYPE_CHECKING:
     import onnx
@@ -245,5 +245,4 @@ def _reason(exc: BaseException) -> str:
     """The first non-empty line of the innermost exception's message, or its type name."""
     while exc.__cause__ is not None:
         exc = exc.__cause__
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    return first_line(exc)

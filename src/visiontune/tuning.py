@@ -43,7 +43,7 @@ from visiontune.dvc_queue import (
     failure_reason,
     temp_run_command,
 )
-from visiontune.errors import VisiontuneError
+from visiontune.errors import VisiontuneError, first_line
 from visiontune.params import OBJECTIVES, Params, SpaceParam, with_overrides
 
 POLL_SECONDS = 1.0
@@ -201,8 +201,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> Any:
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
             error = exc
             break
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise VisiontuneError(f"cannot open Optuna storage {url}: {reason}") from None
+    raise VisiontuneError(f"cannot open Optuna storage {url}: {first_line(error)}") from None
 
 
 def counted(trial: Any) -> bool:
