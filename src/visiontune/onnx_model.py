@@ -92,7 +92,7 @@ def with_normalisation(model: torch.nn.Module, ckpt: dict[str, Any]) -> torch.nn
             self.register_buffer("shift", normalize.shift)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return self.model(torch.addcmul(self.shift, images.float(), self.scale))
+            return self.model(Normalizer(self.scale, self.shift)(images))
 
     return RawImageModel().eval()
 
