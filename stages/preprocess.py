@@ -10,7 +10,7 @@ from visiontune.stage import run_stage
 
 def main(params: Params) -> None:
     summary = prepare(Path("data/raw"), Path("data/prepared"), params.data)
-    counts = {k: summary[k] for k in ("train", "val", "test", "skipped")}
+    counts = {k: summary[k] for k in ("train", "val", "test", "skipped", "ignored")}
     metrics = {"images": counts, "classes": summary["classes"]}
     Path("metrics").mkdir(exist_ok=True)
     Path("metrics/data.json").write_text(json.dumps(metrics, indent=2) + "\n")

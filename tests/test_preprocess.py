@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,14 @@ def test_image_to_tensor_keeps_pixels_at_the_target_size() -> None:
 def test_prepare_digits(digits_raw: Path, tmp_path: Path) -> None:
     summary = prepare(digits_raw, tmp_path, DataParams(image_size=12))
 
-    assert summary == {"train": 1259, "val": 269, "test": 269, "classes": 10, "skipped": 0}
+    assert summary == {
+        "train": 1259,
+        "val": 269,
+        "test": 269,
+        "classes": 10,
+        "skipped": 0,
+        "ignored": 0,
+    }
     for split in SPLITS:
         images, labels = load_split(tmp_path, split)
         assert images.dtype == torch.uint8 and images.shape == (summary[split], 1, 12, 12)
@@ -75,7 +83,8 @@ def test_prepare_digits(digits_raw: Path, tmp_path: Path) -> None:
     meta = load_meta(tmp_path)
     assert meta["classes"] == [str(i) for i in range(10)]
     assert (meta["channels"], meta["image_size"]) == (1, 12)
-    assert meta["counts"] == {"train": 1259, "val": 269, "test": 269} and meta["skipped"] == []
+    assert meta["counts"] == {"train": 1259, "val": 269, "test": 269}
+    assert meta["skipped"] == [] and meta["ignored"] == []
     train = load_split(tmp_path, "train")[0].double() / 255
     assert meta["mean"] == [pytest.approx(train.mean().item(), abs=1e-6)]
     assert meta["std"] == [pytest.approx(train.std(correction=0).item(), abs=1e-6)]
@@ -93,7 +102,14 @@ def test_prepare_is_deterministic(digits_raw: Path, tmp_path: Path) -> None:
 def test_max_per_class_and_rgb(digits_raw: Path, tmp_path: Path) -> None:
     data = DataParams(max_per_class=10, channels=3, image_size=8)
     summary = prepare(digits_raw, tmp_path, data)
-    assert summary == {"train": 60, "val": 20, "test": 20, "classes": 10, "skipped": 0}
+    assert summary == {
+        "train": 60,
+        "val": 20,
+        "test": 20,
+        "classes": 10,
+        "skipped": 0,
+        "ignored": 0,
+    }
     labels = torch.cat(list(_all_labels(tmp_path).values()))
     assert torch.bincount(labels).tolist() == [10] * 10
     assert load_split(tmp_path, "train")[0].shape[1:] == (3, 8, 8)
@@ -103,7 +119,7 @@ def test_max_per_class_and_rgb(digits_raw: Path, tmp_path: Path) -> None:
 def test_prepare_folder_keeps_class_order(tmp_path: Path, make_image_folder) -> None:
     raw = _folder_raw(tmp_path, make_image_folder, {"cat": 10, "dog": 20})
     summary = prepare(raw, tmp_path / "prepared", DataParams(image_size=8, channels=3))
-    assert summary == {"train": 20, "val": 5, "test": 5, "classes": 2, "skipped": 0}
+    assert summary == {"train": 20, "val": 5, "test": 5, "classes": 2, "skipped": 0, "ignored": 0}
     assert load_meta(tmp_path / "prepared")["classes"] == ["cat", "dog"]
     labels = torch.cat(list(_all_labels(tmp_path / "prepared").values()))
     assert torch.bincount(labels).tolist() == [10, 20]
@@ -128,6 +144,80 @@ def test_skip_corrupt(corrupt_raw: Path, tmp_path: Path) -> None:
     assert summary["skipped"] == 1
     assert summary["train"] + summary["val"] + summary["test"] == 12
     assert load_meta(tmp_path / "prepared")["skipped"] == ["images/cat/bad.png"]
+
+
+def _broken_source(tmp_path: Path, make_image_folder, broken: int) -> Path:
+    """3 good PNGs per class (cat, dog) and ``broken`` undecodable .png/.jpg files in each."""
+    source = make_image_folder(tmp_path / "source", ["cat", "dog"], per_class=3)
+    for name in ("cat", "dog"):
+        for i in range(broken):
+            (source / name / f"bad{i:02}.{'png' if i % 2 else 'jpg'}").write_bytes(b"broken")
+    return source
+
+
+def test_several_corrupt_images_are_listed_in_one_error(tmp_path: Path, make_image_folder) -> None:
+    source = _broken_source(tmp_path, make_image_folder, broken=2)
+    download(str(source), tmp_path / "raw")
+    with pytest.raises(VisiontuneError) as error:
+        prepare(tmp_path / "raw", tmp_path / "prepared", DataParams())
+    assert str(error.value) == (
+        "cannot read 4 images: images/cat/bad00.jpg, images/cat/bad01.png, "
+        "images/dog/bad00.jpg, images/dog/bad01.png; "
+        "set data.skip_corrupt=true to skip unreadable images"
+    )
+    assert not (tmp_path / "prepared").exists()
+
+
+def test_more_than_ten_corrupt_images_are_counted(tmp_path: Path, make_image_folder) -> None:
+    source = _broken_source(tmp_path, make_image_folder, broken=7)
+    download(str(source), tmp_path / "raw")
+    with pytest.raises(VisiontuneError) as error:
+        prepare(tmp_path / "raw", tmp_path / "prepared", DataParams())
+    message = str(error.value)
+    listed = [f"images/cat/bad{i:02}" for i in range(7)] + [
+        f"images/dog/bad{i:02}" for i in range(3)
+    ]
+    assert message.startswith("cannot read 14 images: images/cat/bad00.jpg, ")
+    assert all(name in message for name in listed) and "images/dog/bad03" not in message
+    assert message.endswith(" and 4 more; set data.skip_corrupt=true to skip unreadable images")
+    assert "\n" not in message
+
+
+def test_skip_corrupt_counts_broken_images_not_ignored_files(
+    tmp_path: Path, make_image_folder
+) -> None:
+    source = _broken_source(tmp_path, make_image_folder, broken=1)
+    for name in ("Thumbs.db", "desktop.ini", ".DS_Store"):
+        (source / "cat" / name).write_bytes(b"junk")
+    (source / "README.txt").write_text("about the pets")
+    download(str(source), tmp_path / "raw")
+
+    summary = prepare(tmp_path / "raw", tmp_path / "prepared", DataParams(skip_corrupt=True))
+
+    assert (summary["skipped"], summary["ignored"]) == (2, 4)
+    assert summary["train"] + summary["val"] + summary["test"] == 6
+    meta = load_meta(tmp_path / "prepared")
+    assert meta["skipped"] == ["images/cat/bad00.jpg", "images/dog/bad00.jpg"]
+    assert meta["ignored"] == ["README.txt", "cat/.DS_Store", "cat/Thumbs.db", "cat/desktop.ini"]
+
+
+@pytest.mark.parametrize("archive_format", [None, "zip", "gztar"])
+def test_class_names_with_spaces_accents_and_cjk(
+    tmp_path: Path, make_image_folder, archive_format: str | None
+) -> None:
+    classes = ["golden retriever (adult)", "café crème", "猫", "Ölçü-Ñandú"]
+    source = make_image_folder(tmp_path / "my pets", classes, per_class=4)
+    if archive_format:
+        source = Path(shutil.make_archive(str(tmp_path / "pets"), archive_format, root_dir=source))
+
+    info = download(str(source), tmp_path / "raw")
+    summary = prepare(tmp_path / "raw", tmp_path / "prepared", DataParams(channels=3))
+
+    assert info["classes"] == sorted(classes) and info["count"] == 16
+    assert summary == {"train": 8, "val": 4, "test": 4, "classes": 4, "skipped": 0, "ignored": 0}
+    assert load_meta(tmp_path / "prepared")["classes"] == sorted(classes)
+    labels = torch.cat(list(_all_labels(tmp_path / "prepared").values()))
+    assert torch.bincount(labels).tolist() == [4] * 4
 
 
 @pytest.mark.parametrize("side", [12, 16])  # over the limit: a warning, over twice: an error

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from visiontune.errors import VisiontuneError
 from visiontune.sources import default_cache_dir, download
@@ -117,6 +118,7 @@ def test_local_folder(tmp_path: Path, make_image_folder) -> None:
         "format": "folder",
         "classes": ["cat", "dog"],
         "count": 6,
+        "ignored": ["README.txt", "cat/.DS_Store"],
     }
     copied = sorted(
         p.relative_to(tmp_path / "raw").as_posix() for p in (tmp_path / "raw").rglob("*.*")
@@ -124,6 +126,72 @@ def test_local_folder(tmp_path: Path, make_image_folder) -> None:
     assert copied == [f"images/{c}/{i}.png" for c in ("cat", "dog") for i in range(3)] + [
         "source.json"
     ]
+
+
+def _write_junk(root: Path, names: list[str]) -> None:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"junk")
+
+
+def test_junk_and_hidden_files_are_ignored_and_listed(tmp_path: Path, make_image_folder) -> None:
+    """Only image extensions (any case) outside hidden names are copied; the rest is listed."""
+    source = make_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=1)
+    Image.new("RGB", (4, 4)).save(source / "cat" / "IMG_1.JPG", format="JPEG")
+    Image.new("RGB", (4, 4)).save(source / "dog" / "anim.gif")
+    (source / "dog" / "sub").mkdir()
+    Image.new("RGB", (4, 4)).save(source / "dog" / "sub" / "photo.webp")
+    junk = [
+        "README.txt",
+        "stray.png",  # an image beside the class folders belongs to no class
+        ".ipynb_checkpoints/cat/0.png",  # a hidden folder is no class
+        "cat/Thumbs.db",
+        "cat/desktop.ini",
+        "cat/.DS_Store",
+        "cat/._0.png",  # AppleDouble resource fork: hidden, though named .png
+        "cat/.ipynb_checkpoints/0-checkpoint.png",
+        "dog/notes.md",
+        "dog/0.png.txt",
+    ]
+    _write_junk(source, junk)
+
+    info = download(str(source), tmp_path / "raw")
+
+    assert info["classes"] == ["cat", "dog"] and info["count"] == 5
+    assert info["ignored"] == sorted(junk)
+    assert json.loads((tmp_path / "raw" / "source.json").read_text())["ignored"] == sorted(junk)
+    images = tmp_path / "raw" / "images"
+    copied = sorted(p.relative_to(images).as_posix() for p in images.rglob("*") if p.is_file())
+    assert copied == [
+        "cat/0.png",
+        "cat/IMG_1.JPG",
+        "dog/0.png",
+        "dog/anim.gif",
+        "dog/sub/photo.webp",
+    ]
+
+
+def test_macosx_folder_in_zip_is_ignored(tmp_path: Path, make_image_folder) -> None:
+    """A zip made by macOS Finder: __MACOSX/ beside the top folder, .DS_Store inside it."""
+    folder = make_image_folder(tmp_path / "pets", ["cat", "dog"], per_class=2)
+    (folder / ".DS_Store").write_bytes(b"junk")
+    archive = tmp_path / "pets.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for file in sorted(folder.rglob("*")):
+            bundle.write(file, f"pets/{file.relative_to(folder).as_posix()}")
+        for name in ("cat/0.png", "cat/1.png", "dog/0.png"):
+            bundle.writestr(f"__MACOSX/pets/{name.replace('/', '/._')}", b"resource fork")
+
+    info = download(str(archive), tmp_path / "raw")
+
+    assert info["classes"] == ["cat", "dog"] and info["count"] == 4
+    assert info["ignored"] == [
+        "__MACOSX/pets/cat/._0.png",
+        "__MACOSX/pets/cat/._1.png",
+        "__MACOSX/pets/dog/._0.png",
+        "pets/.DS_Store",
+    ]
+    assert not (tmp_path / "raw" / "images" / "__MACOSX").exists()
 
 
 def test_home_folder_is_expanded(tmp_path: Path, monkeypatch, make_image_folder) -> None:
@@ -136,15 +204,21 @@ def test_home_folder_is_expanded(tmp_path: Path, monkeypatch, make_image_folder)
     ("layout", "message"),
     [
         ({"a.png": "x"}, "has no class sub-folders"),
-        ({"cat/.hidden": "x"}, "class folder cat has no files"),
+        ({"cat/.hidden": "x"}, "class folder 'cat' has no image files"),
+        (
+            {"cat/0.png": "x", "dog/Thumbs.db": "x"},
+            r"class folder 'dog' has no image files \(\.jpg",
+        ),
+        ({"cat/0.png": "x", "dog/.ipynb_checkpoints/0.png": "x"}, "folder 'dog' has no image"),
     ],
 )
 def test_bad_folder(tmp_path: Path, layout: dict[str, str], message: str) -> None:
     for name, text in layout.items():
         (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "src" / name).write_text(text)
-    with pytest.raises(VisiontuneError, match=message):
+    with pytest.raises(VisiontuneError, match=message) as error:
         download(str(tmp_path / "src"), tmp_path / "raw")
+    assert "\n" not in str(error.value)
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -215,6 +289,7 @@ def test_url(tmp_path: Path, make_image_folder, file_server, name: str) -> None:
         "format": "folder",
         "classes": ["cat", "dog"],
         "count": 4,
+        "ignored": [],
     }
 
 

@@ -2,8 +2,9 @@
 
 ``prepare`` writes ``{train,val,test}.pt`` (``{"images": uint8 (N,C,S,S), "labels": int64
 (N,)}``) and ``meta.json`` (classes, channels, image_size, train mean/std per channel on a
-0..1 scale, split counts, skipped files). ``image_to_tensor`` is the one place where an
-image is converted, so that training and serving see identical pixels.
+0..1 scale, split counts, skipped unreadable images, non-image files the download stage
+ignored). ``image_to_tensor`` is the one place where an image is converted, so that
+training and serving see identical pixels.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import VisiontuneError, first_line
 from visiontune.params import DataParams
 
 SPLITS = ("train", "val", "test")
+
+MAX_LISTED = 10  # unreadable images named in the error; the rest are counted
 
 Loader = Callable[[object], torch.Tensor]  # loads one image reference (array index or path)
 
@@ -55,20 +58,28 @@ def image_to_tensor(image: Image.Image, channels: int, size: int) -> torch.Tenso
 
 
 def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
-    """Decode, resize and split the raw dataset; write tensors and meta.json; return counts."""
+    """Decode, resize and split the raw dataset; write tensors and meta.json; return counts.
+
+    Every unreadable image is reported in one error, unless ``data.skip_corrupt``. The
+    files the download stage ignored (not images) are counted apart from the skipped ones.
+    """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     source = _read_source(raw_dir)
     classes = source["classes"]
+    ignored = source.get("ignored", [])
     members, load = _open_raw(raw_dir, source, data)
-    skipped: list[str] = []
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        splits = _split_classes(classes, members, load, data, skipped)
+        loaded, unreadable = _load_classes(members, load, data)
+    if unreadable and not data.skip_corrupt:
+        raise _unreadable_error(unreadable)
+    splits = _split_classes(classes, loaded, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, (images, labels) in splits.items():
         torch.save({"images": images, "labels": labels}, out_dir / f"{split}.pt")
     mean, std = _channel_stats(splits["train"][0])
     counts = {split: len(labels) for split, (_, labels) in splits.items()}
+    skipped = sorted(ref for ref, _ in unreadable)
     meta = {
         "classes": classes,
         "channels": data.channels,
@@ -76,10 +87,11 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
         "mean": mean,
         "std": std,
         "counts": counts,
-        "skipped": sorted(skipped),
+        "skipped": skipped,
+        "ignored": ignored,
     }
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return {**counts, "classes": len(classes), "skipped": len(skipped)}
+    return {**counts, "classes": len(classes), "skipped": len(skipped), "ignored": len(ignored)}
 
 
 def load_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,36 +191,51 @@ def _subset(refs: list, limit: int, rng: np.random.Generator) -> list:
     return [refs[i] for i in np.sort(rng.choice(len(refs), limit, replace=False))]
 
 
-def _load_all(refs: list, load: Loader, skip_corrupt: bool, skipped: list[str]) -> list:
-    """Load every reference; unreadable ones fail, or are appended to ``skipped``."""
+def _load_all(refs: list, load: Loader, unreadable: list[tuple[str, str]]) -> list:
+    """Load every reference; append each unreadable one, with the reason, to ``unreadable``."""
     tensors = []
     for ref in refs:
         try:
             tensors.append(load(ref))
         except _UNREADABLE as exc:
-            if not skip_corrupt:
-                raise VisiontuneError(
-                    f"cannot read image {ref}: {exc}; "
-                    "set data.skip_corrupt=true to skip unreadable images"
-                ) from None
-            skipped.append(str(ref))
+            unreadable.append((str(ref), first_line(exc)))
     return tensors
 
 
-def _split_classes(
-    classes: list[str], members: list[list], load: Loader, data: DataParams, skipped: list[str]
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Load each class's (subset of) images and deal them into stratified, seeded splits."""
+def _load_classes(
+    members: list[list], load: Loader, data: DataParams
+) -> tuple[list[list[torch.Tensor]], list[tuple[str, str]]]:
+    """Per class, its (subset of) images in a seeded random order; and the unreadable ones."""
     rng = np.random.default_rng(data.seed)
+    loaded, unreadable = [], []
+    for refs in members:
+        tensors = _load_all(_subset(refs, data.max_per_class, rng), load, unreadable)
+        loaded.append([tensors[i] for i in rng.permutation(len(tensors))])
+    return loaded, unreadable
+
+
+def _unreadable_error(unreadable: list[tuple[str, str]]) -> VisiontuneError:
+    """One error naming every unreadable image (the first ``MAX_LISTED``, then a count)."""
+    hint = "set data.skip_corrupt=true to skip unreadable images"
+    if len(unreadable) == 1:
+        ref, reason = unreadable[0]
+        return VisiontuneError(f"cannot read image {ref}: {reason}; {hint}")
+    names = ", ".join(ref for ref, _ in unreadable[:MAX_LISTED])
+    more = len(unreadable) - MAX_LISTED
+    names += f" and {more} more" if more > 0 else ""
+    return VisiontuneError(f"cannot read {len(unreadable)} images: {names}; {hint}")
+
+
+def _split_classes(
+    classes: list[str], loaded: list[list[torch.Tensor]], data: DataParams
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Deal each class's shuffled images into stratified train/val/test splits."""
     parts: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
-    for label, name in enumerate(classes):
-        refs = _subset(members[label], data.max_per_class, rng)
-        tensors = _load_all(refs, load, data.skip_corrupt, skipped)
-        order = rng.permutation(len(tensors))
+    for label, (name, tensors) in enumerate(zip(classes, loaded, strict=True)):
         start = 0
         for split, count in zip(SPLITS, _split_sizes(len(tensors), data, name), strict=True):
             images, labels = parts[split]
-            images.extend(tensors[i] for i in order[start : start + count])
+            images.extend(tensors[start : start + count])
             labels.extend([label] * count)
             start += count
     shape = (data.channels, data.image_size, data.image_size)

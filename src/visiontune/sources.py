@@ -42,6 +42,21 @@ SOURCE_NAMES = OFFLINE_SOURCES + tuple(TORCHVISION_SOURCES)
 
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
+# The files of a class folder that are images: torchvision's IMG_EXTENSIONS plus .gif,
+# which the server accepts. Other files (Thumbs.db, desktop.ini, notes) are ignored.
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".ppm",
+    ".bmp",
+    ".pgm",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".gif",
+)
+
 
 def is_location(source: str) -> bool:
     """True when ``source`` is a folder, archive path or http(s) URL, not a dataset name."""
@@ -247,7 +262,7 @@ def _write_archive(archive: Path, out: Path, source: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         _extract(archive, root, source)
-        return _copy_class_folders(_class_root(root), out, source)
+        return _copy_class_folders(_class_root(root), out, source, top=root)
 
 
 def _extract(archive: Path, dest: Path, source: str) -> None:
@@ -284,24 +299,35 @@ def _class_root(root: Path) -> Path:
     return root
 
 
-def _copy_class_folders(root: Path, out: Path, source: str) -> dict:
-    """Copy ``root/<class>/<files>`` into ``out/images/``, skipping hidden entries."""
+def _copy_class_folders(root: Path, out: Path, source: str, top: Path | None = None) -> dict:
+    """Copy the images of ``root/<class>/`` into ``out/images/``; list every other file.
+
+    The files under ``top`` (default ``root``: the folder or extracted archive the user
+    gave) that are not copied are returned as ``ignored``, relative to ``top``: files beside
+    the class folders, in hidden folders, with a hidden name or no image extension.
+    """
     folders = [entry for entry in _visible(root) if entry.is_dir()]
     if not folders:
         raise VisiontuneError(
             f"data.source {source} has no class sub-folders; expected one image folder per class"
         )
-    count = 0
+    copied: set[Path] = set()
     for folder in folders:
-        files = _visible_files(folder)
-        if not files:
-            raise VisiontuneError(f"data.source {source}: class folder {folder.name} has no files")
-        for file in files:
+        images = _image_files(folder)
+        if not images:
+            raise VisiontuneError(
+                f"data.source {source}: class folder {folder.name!r} has no image files "
+                f"({', '.join(IMAGE_EXTENSIONS)})"
+            )
+        for file in images:
             target = out / "images" / folder.name / file.relative_to(folder)
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(file, target)
-        count += len(files)
-    return {"format": "folder", "classes": [folder.name for folder in folders], "count": count}
+        copied.update(images)
+    top = top or root
+    ignored = sorted(path.relative_to(top).as_posix() for path in _files(top) if path not in copied)
+    classes = [folder.name for folder in folders]
+    return {"format": "folder", "classes": classes, "count": len(copied), "ignored": ignored}
 
 
 def _is_hidden(name: str) -> bool:
@@ -312,10 +338,16 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(entry for entry in folder.iterdir() if not _is_hidden(entry.name))
 
 
-def _visible_files(folder: Path) -> list[Path]:
-    """Files anywhere under ``folder`` with no hidden component in their relative path."""
-    return sorted(
+def _files(folder: Path) -> list[Path]:
+    """Every file anywhere under ``folder``, sorted."""
+    return sorted(path for path in folder.rglob("*") if path.is_file())
+
+
+def _image_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` with an image extension (any case) and no hidden path part."""
+    return [
         path
-        for path in folder.rglob("*")
-        if path.is_file() and not any(_is_hidden(part) for part in path.relative_to(folder).parts)
-    )
+        for path in _files(folder)
+        if path.suffix.lower() in IMAGE_EXTENSIONS
+        and not any(_is_hidden(part) for part in path.relative_to(folder).parts)
+    ]
