@@ -1,20 +1,22 @@
-"""sweep stage: train a grid over two params; write plots/sweep/ and metrics/sweep.json."""
+"""sweep stage: train a grid over two params (cells stored beside DVC's cache are reused);
+write plots/sweep/grid.json and plots/sweep/heatmap.html."""
 
 from pathlib import Path
 
+from visiontune.cell_store import CellStore
 from visiontune.params import Params
 from visiontune.stage import run_stage
 from visiontune.sweep import run_sweep
 
 
 def main(params: Params) -> None:
-    summary = run_sweep(
-        params,
-        prepared_dir=Path("data/prepared"),
-        out_dir=Path("plots/sweep"),
-        metrics_path=Path("metrics/sweep.json"),
-    )["sweep"]
-    print(f"plots/sweep: {summary['cells']} cells, {summary['failed']} failed")
+    prepared = Path("data/prepared")
+    store = CellStore.for_repo(Path.cwd(), prepared)
+    summary = run_sweep(params, prepared, Path("plots/sweep"), store)
+    print(
+        f"plots/sweep: {summary['cells']} cells, {summary['failed']} failed, "
+        f"{summary['reused']} reused from {store.folder}"
+    )
     if summary["best"]:
         (x, vx), (y, vy), (metric, value) = summary["best"].items()
         print(f"best cell: {x}={vx} {y}={vy}: {metric} {value:.4f}")

@@ -60,10 +60,6 @@ class DvcRepo:
                 repo.set_param(section, key, value)
         repo.git("init", "-q", "-b", "main")
         repo.commit("copy of visiontune")
-        # This machine's remote: a local folder instead of the placeholder bucket, which
-        # `dvc exp run` would otherwise try (and retry) for outputs missing from the cache.
-        remote = path.parent / f"{path.name}-remote"
-        repo.dvc("remote", "modify", "--local", "storage", "url", str(remote))
         return repo
 
     @classmethod

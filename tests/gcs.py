@@ -21,11 +21,13 @@ from servers import free_port, stop
 EMULATOR_ENV = {"GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
 
 
+REMOTE = "storage"  # the remote that README's "Sharing" section makes the default
+
+
 def remote_url() -> str:
-    """The default remote's ``gs://`` URL as committed in ``.dvc/config``."""
+    """The ``gs://`` URL of the project's remote as committed in ``.dvc/config``."""
     config = ConfigObj(str(ROOT / ".dvc" / "config"))  # DVC's own config format
-    name = config["core"]["remote"]
-    return config[f'remote "{name}"']["url"]
+    return config[f'remote "{REMOTE}"']["url"]
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,12 @@ class GcsEmulator:
         return f"{self.prefix}/files/md5/{md5[:2]}/{md5[2:]}"
 
     def use_in(self, repo: DvcRepo, endpoint: str | None = None) -> None:
-        """Point ``repo``'s default remote at this emulator (or ``endpoint``), locally only."""
+        """Make the project's remote ``repo``'s default and point it at this emulator (or
+        ``endpoint``), locally only: README's set-up step, with the emulator for the bucket."""
         repo.env.update(EMULATOR_ENV)
-        repo.dvc("remote", "modify", "--local", "storage", "url", remote_url())
-        repo.dvc("remote", "modify", "--local", "storage", "endpointurl", endpoint or self.endpoint)
-        repo.dvc("remote", "modify", "--local", "storage", "allow_anonymous_login", "true")
+        repo.dvc("remote", "default", "--local", REMOTE)
+        repo.dvc("remote", "modify", "--local", REMOTE, "endpointurl", endpoint or self.endpoint)
+        repo.dvc("remote", "modify", "--local", REMOTE, "allow_anonymous_login", "true")
 
 
 @contextmanager

@@ -54,8 +54,9 @@ def test_the_html_heatmap_is_annotated_in_grid_order(tmp_path):
 def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(tmp_path):
     repo = DvcRepo.copy_of_project(tmp_path / "repo", SHRINK)
     assert "Running stage 'sweep'" in repo.dvc("repro").stdout
-    assert repo.metrics()["sweep"]["cells"] == 4
-    (plot,) = json.loads(repo.dvc("plots", "show", "--json").stdout)["data"]["sweep_heatmap"]
+    assert len(json.loads((repo.path / "plots" / "sweep" / "grid.json").read_text())) == 4
+    plots = json.loads(repo.dvc("plots", "show", "--json").stdout)["data"]
+    (plot,) = plots["plots/sweep/grid.json"]
     assert plot["type"] == "vega"
     assert plot["content"]["title"]["text"] == "sweep val.acc by model.lr and model.width"
     assert {(row["x"], row["y"]) for row in plot["content"]["data"]["values"]} == {

@@ -9,6 +9,10 @@ from dvc_repo import SHRINK, DvcRepo
 
 pytestmark = pytest.mark.slow
 
+# DVCLive's per-epoch series, which dvc.yaml declares as the train stage's plots.
+VAL_ACC = "plots/train/plots/metrics/val/acc.tsv"
+VAL_LOSS = "plots/train/plots/metrics/val/loss.tsv"
+
 
 @pytest.fixture
 def dvc_repo(tmp_path):
@@ -71,7 +75,7 @@ def test_queued_experiments_run_and_compare(dvc_repo):
     assert rows["lr-low"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 3
 
     plots = json.loads(dvc_repo.dvc("plots", "diff", "lr-high", "lr-low", "--json").stdout)["data"]
-    for plot_id in ("val_acc", "val_loss"):
+    for plot_id in (VAL_ACC, VAL_LOSS):
         (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
         revisions = {row["rev"] for row in plot["content"]["data"]["values"]}
         assert revisions == {"lr-high", "lr-low"}

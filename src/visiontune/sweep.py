@@ -2,7 +2,10 @@
 
 Every cell trains in this process for ``sweep.epochs`` epochs with no early stopping and
 the same seed, so cells differ only in the two swept params. A cell whose training
-diverges is recorded as failed (null metrics), not a crash.
+diverges is recorded as failed (null metrics), not a crash. With a :class:`CellStore`, a
+cell whose result is stored (same effective params, data, code and device) is not
+trained again: changing ``model.lr`` when the sweep's x axis is ``model.lr`` re-trains
+nothing, changing ``model.dropout`` re-trains every cell.
 """
 
 from __future__ import annotations
@@ -16,28 +19,44 @@ from typing import Any
 
 from tqdm import tqdm
 
+from visiontune.cell_store import CellStore
 from visiontune.heatmap import aggregate, write_heatmap
 from visiontune.params import OBJECTIVES, Params, with_overrides
-from visiontune.training import TrainingDiverged, fit
 
 # Metrics kept per cell. grid.json rows hold the cell's params as "x" and "y", sweep.metric
-# as "value" (the heatmap colour) and these with "_" for "." (vega-lite reads "." as a path).
+# as "value" (the heatmap colour), these with "_" for "." (vega-lite reads "." as a path),
+# and "best" (true on the best cell only).
 METRICS = ("val.acc", "val.loss", "train.acc", "train.loss")
 
 
-def run_sweep(params: Params, prepared_dir: Path, out_dir: Path, metrics_path: Path) -> dict:
-    """Train the grid; write ``grid.json`` and ``heatmap.html`` to ``out_dir``, the summary
-    (best cell, cells, failed) to ``metrics_path``, and return that summary."""
+def run_sweep(
+    params: Params, prepared_dir: Path, out_dir: Path, store: CellStore | None = None
+) -> dict[str, Any]:
+    """Train the grid (reusing cells found in ``store``); write ``grid.json`` and
+    ``heatmap.html`` to ``out_dir``; return the summary (best cell, cells, failed, reused)."""
     sweep = params.sweep
     cells = list(itertools.product(sweep.x_values, sweep.y_values))
     rows = []
+    reused = 0
     for number, (vx, vy) in enumerate(tqdm(cells, desc="sweep", unit="cell", disable=None), 1):
         overrides = {sweep.x: vx, sweep.y: vy, "train.epochs": sweep.epochs, "train.patience": 0}
-        metrics, outcome = _train_cell(with_overrides(params, overrides), prepared_dir)
+        cell = with_overrides(params, overrides)
+        key = store.key(cell) if store else None
+        stored = store.get(key) if store and key else None
+        if stored is None:
+            metrics, outcome = _train_cell(cell, prepared_dir)
+            if store and key:
+                store.put(key, {"metrics": metrics, "outcome": outcome})
+        else:
+            metrics, outcome = stored["metrics"], f"{stored['outcome']} (stored)"
+            reused += 1
         row = {"x": vx, "y": vy, "value": metrics[sweep.metric], **_columns(metrics)}
         rows.append(row)
         tqdm.write(f"cell {number}/{len(cells)} {sweep.x}={vx} {sweep.y}={vy}: {outcome}")
 
+    best = _best(params, rows)
+    for row in rows:
+        row["best"] = row is best
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ",\n".join(f"  {json.dumps(row)}" for row in rows)
     (out_dir / "grid.json").write_text(f"[\n{lines}\n]\n")
@@ -49,15 +68,18 @@ def run_sweep(params: Params, prepared_dir: Path, out_dir: Path, metrics_path: P
     )
     title = f"sweep: {sweep.metric} by {sweep.x} and {sweep.y} (sweep.epochs={sweep.epochs})"
     write_heatmap(grid, out_dir / "heatmap.html", title)
-
-    summary = {"sweep": _summary(params, rows)}
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    return {
+        "best": best and {sweep.x: best["x"], sweep.y: best["y"], sweep.metric: best["value"]},
+        "cells": len(rows),
+        "failed": sum(row["value"] is None for row in rows),
+        "reused": reused,
+    }
 
 
 def _train_cell(params: Params, prepared_dir: Path) -> tuple[dict[str, float | None], str]:
     """The cell's last-epoch metrics (None each if training diverged) and a progress note."""
+    from visiontune.training import TrainingDiverged, fit  # torch: only when a cell trains
+
     try:
         # Silence fit's per-epoch lines and batch bars: progress is one line (and bar) per cell.
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
@@ -73,19 +95,11 @@ def _train_cell(params: Params, prepared_dir: Path) -> tuple[dict[str, float | N
 
 
 def _columns(metrics: dict[str, float | None]) -> dict[str, float | None]:
-    return {name.replace(".", "_"): value for name, value in metrics.items()}
+    return {name.replace(".", "_"): metrics[name] for name in METRICS}
 
 
-def _summary(params: Params, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    sweep = params.sweep
+def _best(params: Params, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the best ``sweep.metric`` among cells that did not fail."""
     done = [row for row in rows if row["value"] is not None]
-    pick = max if OBJECTIVES[sweep.metric] == "maximize" else min
-    best = None
-    if done:
-        top = pick(done, key=lambda row: row["value"])
-        best = {sweep.x: top["x"], sweep.y: top["y"], sweep.metric: top["value"]}
-    return {
-        "best": best,
-        "cells": len(rows),
-        "failed": len(rows) - len(done),
-    }
+    pick = max if OBJECTIVES[params.sweep.metric] == "maximize" else min
+    return pick(done, key=lambda row: row["value"]) if done else None
