@@ -1,0 +1,70 @@
+"""Every dvc.yaml stage lists as deps the source files its script imports.
+
+A module missing from a stage's deps lets a change to it leave dvc.lock stale: DVC would
+call the stage unchanged and never re-run it. The import closure is read from the source
+(lazy imports inside functions included), not by importing it.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "src" / "visiontune"
+# Plumbing that cannot change a result: one-line error reporting and the stage entry point
+# (load params, call main). Listing them would re-run every stage for a message change.
+EXEMPT = {"src/visiontune/errors.py", "src/visiontune/stage.py"}
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Names of the visiontune modules ``path`` imports, anywhere in its code."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visiontune"):
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names if a.name.startswith("visiontune"))
+    return names
+
+
+def _module_file(name: str) -> Path | None:
+    base = PACKAGE.joinpath(*name.split(".")[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None  # a name imported from a module, not a module
+
+
+def import_closure(script: Path) -> set[str]:
+    """Repository paths of every visiontune source file ``script`` imports, transitively."""
+    seen: set[Path] = set()
+    todo = [script]
+    while todo:
+        for name in _imported_modules(todo.pop()):
+            path = _module_file(name)
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.append(path)
+    return {path.relative_to(ROOT).as_posix() for path in seen}
+
+
+def test_the_closure_follows_lazy_imports() -> None:
+    closure = import_closure(ROOT / "stages" / "sweep.py")
+    assert "src/visiontune/training.py" in closure  # imported inside a function of sweep.py
+    assert "src/visiontune/experiments.py" in closure  # lazily, two modules down
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_lists_every_source_file_it_imports(stage: str) -> None:
+    spec = STAGES[stage]
+    script = spec["cmd"].split()[1]
+    deps = {dep if isinstance(dep, str) else next(iter(dep)) for dep in spec["deps"]}
+    assert script in deps
+    missing = sorted(import_closure(ROOT / script) - deps - EXEMPT)
+    assert not missing, f"dvc.yaml stage {stage} imports but does not list: {missing}"
