@@ -1,10 +1,17 @@
-"""The one error type users see: a message for a single line, never a traceback."""
+"""The one error type users see: a message for a single line, never a traceback.
+
+Set ``VISIONTUNE_DEBUG=1`` to have every one-line error print the full traceback first.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+DEBUG_ENV = "VISIONTUNE_DEBUG"
 
 
 class VisiontuneError(Exception):
@@ -17,12 +24,32 @@ def first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def debugging() -> bool:
+    """Whether ``VISIONTUNE_DEBUG`` asks for tracebacks behind one-line errors."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    """Turn a VisiontuneError or Ctrl-C into one line on stderr and exit status 1."""
+    """Turn a VisiontuneError or Ctrl-C into one line on stderr and exit status 1.
+
+    With ``VISIONTUNE_DEBUG=1`` the traceback (and the exception it was raised from, even
+    when the message suppressed it) is printed before the line.
+    """
     try:
         yield
     except VisiontuneError as exc:
+        if debugging():
+            _print_traceback(exc)
         sys.exit(f"error: {exc}")
     except KeyboardInterrupt:
         sys.exit("interrupted")
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """The traceback of ``exc``, after the one it replaced with ``raise ... from None``."""
+    hidden = exc.__context__ if exc.__suppress_context__ else None
+    if hidden is not None:
+        traceback.print_exception(hidden)
+        print("\nwhich visiontune reported as:\n", file=sys.stderr)
+    traceback.print_exception(exc)
