@@ -53,8 +53,8 @@ def main() -> None:
         meta = load_predictor(model, args.threads).meta
         rows = [row for path in (model, onnx) for row in _measure(path, args)]
     print(
-        f"model={model} ({meta['params']['model']['name']}, {meta['channels']}x"
-        f"{meta['image_size']}x{meta['image_size']} input), {args.requests} requests per row, "
+        f"model={model} ({meta.params.model.name}, {meta.channels}x"
+        f"{meta.image_size}x{meta.image_size} input), {args.requests} requests per row, "
         f"{os.cpu_count()} CPU cores shared by clients and server, --threads {args.threads}"
     )
     print(
@@ -84,7 +84,7 @@ def _measure(model: Path, args: argparse.Namespace) -> list[tuple]:
                 latencies = list(pool.map(lambda _: _post(client, png), range(args.requests)))
             rate = args.requests / (time.perf_counter() - start)
             p50, p99 = np.percentile(latencies, [50, 99])
-            rows.append((predictor.meta["format"], clients, bare, p50, p99, rate))
+            rows.append((predictor.format, clients, bare, p50, p99, rate))
     return rows
 
 
@@ -148,7 +148,7 @@ def _server(model: Path, threads: int) -> Iterator[httpx.Client]:
 def _random_image(predictor: Predictor) -> np.ndarray:
     """One seeded random uint8 image (1, C, S, S) of the model's input shape."""
     meta = predictor.meta
-    shape = (1, meta["channels"], meta["image_size"], meta["image_size"])
+    shape = (1, meta.channels, meta.image_size, meta.image_size)
     return np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
 
 
@@ -172,7 +172,7 @@ def _train_quick_model(tmp: Path) -> Path:
     prepare(tmp / "raw", tmp / "prepared", params.data)
     fitted = fit(params, tmp / "prepared")
     path = tmp / "model.pt"
-    save_checkpoint(path, fitted.model, params, fitted.meta)
+    save_checkpoint(path, fitted.model, fitted.meta)
     return path
 
 

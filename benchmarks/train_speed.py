@@ -16,7 +16,7 @@ import random
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from visiontune.batches import Normalizer, evaluate_split, index_batches
-from visiontune.models import build_model
+from visiontune.model_meta import ModelMeta
 from visiontune.params import load_params
 from visiontune.preprocess import load_meta, load_split, prepare
 from visiontune.runtime import configure
@@ -48,21 +48,12 @@ def main() -> None:
         raw, prepared = Path(tmp, "raw"), Path(tmp, "prepared")
         download(params.data.source, raw)
         prepare(raw, prepared, params.data)
-        meta = load_meta(prepared)
+        meta = ModelMeta.trained_on(load_meta(prepared), params)
         x, y = load_split(prepared, "train")
         x_val, y_val = load_split(prepared, "val")
-        folder = _write_png_folder(x, y, meta["classes"], Path(tmp, "png"))
-
-        def new_model() -> torch.nn.Module:
-            return build_model(
-                params.model,
-                num_classes=len(meta["classes"]),
-                channels=meta["channels"],
-                image_size=meta["image_size"],
-            )
-
-        normalize = Normalizer.from_stats(meta["mean"], meta["std"], CPU)
-        trainer = Trainer(new_model(), params, x.shape[0], CPU)
+        folder = _write_png_folder(x, y, meta.classes, Path(tmp, "png"))
+        normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
+        trainer = Trainer(meta.build_model(load_pretrained=True), params, x.shape[0], CPU)
         ready = _ready_batches(x, y, normalize, params.train.batch_size, params.train.seed)
 
         def stage_epoch() -> None:
@@ -116,7 +107,7 @@ def _fit(trainer: Trainer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]])
         optimizer.step()
 
 
-def _write_png_folder(x: torch.Tensor, y: torch.Tensor, classes: list[str], root: Path) -> Path:
+def _write_png_folder(x: torch.Tensor, y: torch.Tensor, classes: Sequence[str], root: Path) -> Path:
     from PIL import Image
 
     for i, (image, label) in enumerate(zip(x, y.tolist(), strict=True)):
@@ -127,16 +118,16 @@ def _write_png_folder(x: torch.Tensor, y: torch.Tensor, classes: list[str], root
     return root
 
 
-def _conventional_loader(folder: Path, meta: dict, params, workers: int):
+def _conventional_loader(folder: Path, meta: ModelMeta, params, workers: int):
     """ImageFolder + PIL + torchvision transforms + DataLoader, as most course projects do."""
     from torchvision import datasets, transforms
 
-    mode = "L" if meta["channels"] == 1 else "RGB"
+    mode = "L" if meta.channels == 1 else "RGB"
     transform = transforms.Compose(
         [
-            transforms.Resize((meta["image_size"], meta["image_size"])),
+            transforms.Resize((meta.image_size, meta.image_size)),
             transforms.ToTensor(),
-            transforms.Normalize(meta["mean"], meta["std"]),
+            transforms.Normalize(meta.mean, meta.std),
         ]
     )
     dataset = datasets.ImageFolder(folder, transform=transform, loader=partial(_open, mode=mode))

@@ -105,5 +105,5 @@ def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     params = parse_params({"train": {"epochs": 4, "threads": 1}})
     fitted = fit(params, prepared)
     path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(path, fitted.model, params, fitted.meta)
+    save_checkpoint(path, fitted.model, fitted.meta)
     return path

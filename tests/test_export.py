@@ -19,6 +19,7 @@ from visiontune import export as export_module
 from visiontune.checkpoint import load_checkpoint, save_checkpoint
 from visiontune.errors import VisiontuneError
 from visiontune.export import FLOAT_TOLERANCE, export_model, format_table
+from visiontune.model_meta import ModelMeta
 from visiontune.models import build_model
 from visiontune.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
 from visiontune.params import parse_params
@@ -29,9 +30,9 @@ INT8_MAX_ACC_DROP = 0.05  # 3 of the 60 test images
 
 
 def torch_probabilities(model_path: Path, images: torch.Tensor) -> np.ndarray:
-    model, ckpt = load_checkpoint(model_path, CPU)
+    model, meta = load_checkpoint(model_path, CPU)
     with torch.inference_mode():
-        return with_normalisation(model, ckpt)(images).softmax(1).numpy()
+        return with_normalisation(model, meta)(images).softmax(1).numpy()
 
 
 @pytest.fixture(scope="module")
@@ -70,12 +71,14 @@ def test_any_batch_size(onnx_path, int8_path, trained_model, prepared, count):
 
 def test_metadata_round_trip(onnx_path, trained_model):
     ckpt = torch.load(trained_model, weights_only=True)
-    meta = OnnxModel(onnx_path).meta
+    exported = OnnxModel(onnx_path)
+    meta = exported.meta.to_dict()
     for key in ("classes", "channels", "image_size", "mean", "std"):
         assert meta[key] == ckpt[key]
-    assert meta["params"] == json.loads(json.dumps(ckpt["params"]))
-    assert meta["format"] == "onnx" and meta["quantized"] is False
-    assert meta["source_md5"] == hashlib.md5(trained_model.read_bytes()).hexdigest()
+    assert json.loads(json.dumps(meta["params"])) == json.loads(json.dumps(ckpt["params"]))
+    assert exported.meta == load_checkpoint(trained_model, CPU)[1]
+    assert exported.format == "onnx" and exported.quantized is False
+    assert exported.source_md5 == hashlib.md5(trained_model.read_bytes()).hexdigest()
     # Per-node debug metadata (stack traces with local paths) is not shipped.
     assert not any(node.metadata_props for node in onnx.load(str(onnx_path)).graph.node)
 
@@ -87,7 +90,8 @@ def test_int8_is_smaller_keeps_accuracy_and_metadata(onnx_path, int8_path, prepa
     float_acc = (float_model.probabilities(images.numpy()).argmax(1) == labels.numpy()).mean()
     int8_acc = (int8_model.probabilities(images.numpy()).argmax(1) == labels.numpy()).mean()
     assert int8_acc >= float_acc - INT8_MAX_ACC_DROP
-    assert int8_model.meta == {**float_model.meta, "quantized": True}
+    assert int8_model.meta == float_model.meta and int8_model.source_md5 == float_model.source_md5
+    assert (float_model.quantized, int8_model.quantized) == (False, True)
     assert {node.op_type for node in onnx.load(str(int8_path)).graph.node} >= {
         "QuantizeLinear",
         "DequantizeLinear",
@@ -102,16 +106,21 @@ def test_a_timm_model_exports(tmp_path, name, size):
     params = parse_params({"model": {"name": name}, "data": {"image_size": size, "channels": 3}})
     torch.manual_seed(0)
     model = build_model(params.model, num_classes=4, channels=3, image_size=size).eval()
-    meta = {"classes": list("abcd"), "channels": 3, "image_size": size}
-    save_checkpoint(
-        tmp_path / "model.pt", model, params, meta | {"mean": [0.5] * 3, "std": [0.2] * 3}
+    meta = ModelMeta(
+        params=params,
+        classes=tuple("abcd"),
+        channels=3,
+        image_size=size,
+        mean=(0.5,) * 3,
+        std=(0.2,) * 3,
     )
+    save_checkpoint(tmp_path / "model.pt", model, meta)
     export_onnx(tmp_path / "model.pt", tmp_path / "model.onnx")
     images = torch.randint(0, 256, (5, 3, size, size), dtype=torch.uint8)
     expected = torch_probabilities(tmp_path / "model.pt", images)
     got = OnnxModel(tmp_path / "model.onnx").probabilities(images.numpy())
     np.testing.assert_allclose(got, expected, atol=FLOAT_TOLERANCE)
-    assert OnnxModel(tmp_path / "model.onnx").meta["params"]["model"]["name"] == name
+    assert OnnxModel(tmp_path / "model.onnx").meta.params.model.name == name
 
 
 def test_onnx_model_rejects_bad_files(tmp_path):
@@ -255,7 +264,7 @@ def test_cli_exports_quantizes_and_prints_the_table(workspace):
     assert "wrote models/model.int8.onnx and metrics/export.json" in result.stdout
     metrics = json.loads((workspace / "metrics" / "export.json").read_text())
     assert set(metrics) >= {"torch", "onnx", "int8"}
-    assert OnnxModel(workspace / "models" / "model.int8.onnx").meta["quantized"] is True
+    assert OnnxModel(workspace / "models" / "model.int8.onnx").quantized is True
     assert not (workspace / "models" / "model.onnx").exists()
 
 

@@ -81,13 +81,13 @@ def test_prepare_digits(digits_raw: Path, tmp_path: Path) -> None:
         saved = torch.load(tmp_path / f"{split}.pt", weights_only=True)
         assert set(saved) == {"images", "labels"}
     meta = load_meta(tmp_path)
-    assert meta["classes"] == [str(i) for i in range(10)]
-    assert (meta["channels"], meta["image_size"]) == (1, 12)
-    assert meta["counts"] == {"train": 1259, "val": 269, "test": 269}
-    assert meta["skipped"] == [] and meta["ignored"] == []
+    assert meta.classes == tuple(str(i) for i in range(10))
+    assert (meta.channels, meta.image_size) == (1, 12)
+    assert meta.counts == {"train": 1259, "val": 269, "test": 269}
+    assert meta.skipped == () and meta.ignored == ()
     train = load_split(tmp_path, "train")[0].double() / 255
-    assert meta["mean"] == [pytest.approx(train.mean().item(), abs=1e-6)]
-    assert meta["std"] == [pytest.approx(train.std(correction=0).item(), abs=1e-6)]
+    assert meta.mean == (pytest.approx(train.mean().item(), abs=1e-6),)
+    assert meta.std == (pytest.approx(train.std(correction=0).item(), abs=1e-6),)
 
 
 def test_prepare_is_deterministic(digits_raw: Path, tmp_path: Path) -> None:
@@ -113,14 +113,14 @@ def test_max_per_class_and_rgb(digits_raw: Path, tmp_path: Path) -> None:
     labels = torch.cat(list(_all_labels(tmp_path).values()))
     assert torch.bincount(labels).tolist() == [10] * 10
     assert load_split(tmp_path, "train")[0].shape[1:] == (3, 8, 8)
-    assert len(load_meta(tmp_path)["mean"]) == 3
+    assert len(load_meta(tmp_path).mean) == 3
 
 
 def test_prepare_folder_keeps_class_order(tmp_path: Path, make_image_folder) -> None:
     raw = _folder_raw(tmp_path, make_image_folder, {"cat": 10, "dog": 20})
     summary = prepare(raw, tmp_path / "prepared", DataParams(image_size=8, channels=3))
     assert summary == {"train": 20, "val": 5, "test": 5, "classes": 2, "skipped": 0, "ignored": 0}
-    assert load_meta(tmp_path / "prepared")["classes"] == ["cat", "dog"]
+    assert load_meta(tmp_path / "prepared").classes == ("cat", "dog")
     labels = torch.cat(list(_all_labels(tmp_path / "prepared").values()))
     assert torch.bincount(labels).tolist() == [10, 20]
 
@@ -143,7 +143,7 @@ def test_skip_corrupt(corrupt_raw: Path, tmp_path: Path) -> None:
     summary = prepare(corrupt_raw, tmp_path / "prepared", DataParams(skip_corrupt=True))
     assert summary["skipped"] == 1
     assert summary["train"] + summary["val"] + summary["test"] == 12
-    assert load_meta(tmp_path / "prepared")["skipped"] == ["images/cat/bad.png"]
+    assert load_meta(tmp_path / "prepared").skipped == ("images/cat/bad.png",)
 
 
 def _broken_source(tmp_path: Path, make_image_folder, broken: int) -> Path:
@@ -197,8 +197,8 @@ def test_skip_corrupt_counts_broken_images_not_ignored_files(
     assert (summary["skipped"], summary["ignored"]) == (2, 4)
     assert summary["train"] + summary["val"] + summary["test"] == 6
     meta = load_meta(tmp_path / "prepared")
-    assert meta["skipped"] == ["images/cat/bad00.jpg", "images/dog/bad00.jpg"]
-    assert meta["ignored"] == ["README.txt", "cat/.DS_Store", "cat/Thumbs.db", "cat/desktop.ini"]
+    assert meta.skipped == ("images/cat/bad00.jpg", "images/dog/bad00.jpg")
+    assert meta.ignored == ("README.txt", "cat/.DS_Store", "cat/Thumbs.db", "cat/desktop.ini")
 
 
 @pytest.mark.parametrize("archive_format", [None, "zip", "gztar"])
@@ -215,7 +215,7 @@ def test_class_names_with_spaces_accents_and_cjk(
 
     assert info["classes"] == sorted(classes) and info["count"] == 16
     assert summary == {"train": 8, "val": 4, "test": 4, "classes": 4, "skipped": 0, "ignored": 0}
-    assert load_meta(tmp_path / "prepared")["classes"] == sorted(classes)
+    assert load_meta(tmp_path / "prepared").classes == tuple(sorted(classes))
     labels = torch.cat(list(_all_labels(tmp_path / "prepared").values()))
     assert torch.bincount(labels).tolist() == [4] * 4
 

@@ -92,11 +92,11 @@ def held_out(prepared: Path) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def expected_labels(trained_model: Path, held_out) -> list[str]:
     """The class names evaluate predicts for the test split (the same code path)."""
-    model, ckpt = load_checkpoint(trained_model, torch.device("cpu"))
+    model, meta = load_checkpoint(trained_model, torch.device("cpu"))
     images, labels = held_out
-    normalize = Normalizer.from_stats(ckpt["mean"], ckpt["std"], torch.device("cpu"))
+    normalize = Normalizer.from_stats(meta.mean, meta.std, torch.device("cpu"))
     result = evaluate_split(model, images, labels, normalize, batch_size=512)
-    return [ckpt["classes"][i] for i in result.predictions.tolist()]
+    return [meta.classes[i] for i in result.predictions.tolist()]
 
 
 def _png(image: Image.Image | np.ndarray, fmt: str = "PNG", **options) -> bytes:
@@ -458,20 +458,20 @@ def test_cli_bad_option(trained_model: Path) -> None:
 def test_torch_predictor(trained_model: Path, held_out, expected_labels) -> None:
     predictor = load_predictor(trained_model, threads=1)
     assert isinstance(predictor, TorchPredictor)
-    assert set(predictor.meta) == {
+    assert set(predictor.meta.to_dict()) == {
         "classes",
         "channels",
         "image_size",
         "mean",
         "std",
         "params",
-        "format",
     }
+    assert predictor.format == "torch"
     probabilities = predictor.probabilities(held_out[0].numpy())
     assert probabilities.dtype == np.float32
     assert probabilities.shape == (len(expected_labels), 10)
     np.testing.assert_allclose(probabilities.sum(1), 1.0, rtol=1e-5)
-    classes = predictor.meta["classes"]
+    classes = predictor.meta.classes
     assert [classes[i] for i in probabilities.argmax(1)] == expected_labels
 
 

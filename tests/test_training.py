@@ -68,9 +68,9 @@ def test_loss_falls_and_every_output_is_written(prepared, tmp_path, capsys):
 
 def test_checkpoint_reloads_to_the_same_val_accuracy(prepared, tmp_path):
     summary = run(small(), prepared, tmp_path)
-    model, ckpt = load_checkpoint(tmp_path / "model.pt", CPU)
+    model, meta = load_checkpoint(tmp_path / "model.pt", CPU)
     images, labels = load_split(prepared, "val")
-    normalize = Normalizer.from_stats(ckpt["mean"], ckpt["std"], CPU)
+    normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
     assert evaluate_split(model, images, labels, normalize, 64).acc == summary["val"]["acc"]
 
 

@@ -6,7 +6,7 @@ augmented as one tensor, then normalised to float.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +21,9 @@ class Normalizer:
     shift: torch.Tensor
 
     @classmethod
-    def from_stats(cls, mean: list[float], std: list[float], device: torch.device) -> Normalizer:
+    def from_stats(
+        cls, mean: Sequence[float], std: Sequence[float], device: torch.device
+    ) -> Normalizer:
         mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1).clamp_min(1e-6)
         return cls(scale=1.0 / (255.0 * std_t), shift=-mean_t / std_t)

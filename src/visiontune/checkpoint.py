@@ -1,66 +1,39 @@
 """models/model.pt: weights plus everything needed to rebuild and feed the model.
 
-The file holds only tensors and plain Python values, so it loads with
-``torch.load(weights_only=True)``.
+The file is ``{"state_dict": ..., **ModelMeta.to_dict()}``: only tensors and plain Python
+values, so it loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from visiontune.errors import VisiontuneError, first_line
-from visiontune.models import build_model
-from visiontune.params import ModelParams, Params
-
-KEYS = ("state_dict", "params", "classes", "channels", "image_size", "mean", "std")
+from visiontune.model_meta import ModelMeta
 
 
-def save_checkpoint(
-    path: Path, model: torch.nn.Module, params: Params, meta: dict[str, Any]
-) -> None:
-    """Save weights, the params they were trained with, classes and normalisation."""
+def save_checkpoint(path: Path, model: torch.nn.Module, meta: ModelMeta) -> None:
+    """Save the weights and the model's meta (the params it was trained with, its inputs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(
-        {
-            "state_dict": state,
-            "params": dataclasses.asdict(params),
-            "classes": list(meta["classes"]),
-            "channels": int(meta["channels"]),
-            "image_size": int(meta["image_size"]),
-            "mean": [float(m) for m in meta["mean"]],
-            "std": [float(s) for s in meta["std"]],
-        },
-        path,
-    )
+    torch.save({"state_dict": state, **meta.to_dict()}, path)
 
 
-def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Rebuild the model from a checkpoint; return it (eval mode) and the checkpoint dict."""
+def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, ModelMeta]:
+    """Rebuild the model from a checkpoint; return it (eval mode, on ``device``) and its meta."""
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise VisiontuneError(f"{path} not found: run `dvc repro train` first") from None
     except Exception as exc:
         raise VisiontuneError(f"{path} is not a visiontune model file ({_reason(exc)})") from None
-    missing = [key for key in KEYS if not isinstance(ckpt, dict) or key not in ckpt]
-    if missing:
-        raise VisiontuneError(f"{path} is not a visiontune model file (no {', '.join(missing)})")
-    # Weights come from the file: never fetch pretrained ones again.
-    model_params = ModelParams(**{**ckpt["params"]["model"], "pretrained": False})
-    model = build_model(
-        model_params,
-        num_classes=len(ckpt["classes"]),
-        channels=ckpt["channels"],
-        image_size=ckpt["image_size"],
-    )
+    meta = ModelMeta.from_dict(ckpt, path, extra_keys=("state_dict",))
+    model = meta.build_model()  # the weights come from the file: never fetch pretrained ones
     model.load_state_dict(ckpt["state_dict"])
-    return model.to(device).eval(), ckpt
+    return model.to(device).eval(), meta
 
 
 def file_digest(path: Path, algorithm: str) -> str:

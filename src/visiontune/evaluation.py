@@ -28,12 +28,12 @@ def evaluate(
     """
     configure(params.train.seed, params.train.threads)
     device = resolve_device(params.train.device)
-    model, ckpt = load_checkpoint(model_path, device)
+    model, meta = load_checkpoint(model_path, device)
     images, labels = (t.to(device) for t in load_split(prepared_dir, "test"))
-    normalize = Normalizer.from_stats(ckpt["mean"], ckpt["std"], device)
+    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
     result = evaluate_split(model, images, labels, normalize, EVAL_BATCH_SIZE)
 
-    classes = ckpt["classes"]
+    classes = meta.classes
     actual = labels.cpu()
     rows = per_class_scores(actual, result.predictions, len(classes))
     for row, name in zip(rows, classes, strict=True):

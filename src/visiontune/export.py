@@ -23,6 +23,7 @@ import torch
 
 from visiontune.checkpoint import load_checkpoint
 from visiontune.errors import VisiontuneError
+from visiontune.model_meta import ModelMeta
 from visiontune.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
 from visiontune.preprocess import load_split
 
@@ -54,9 +55,9 @@ def export_model(
     if threads > 0:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    model, ckpt = load_checkpoint(model_path, torch.device("cpu"))
-    images, labels = _split_for(prepared_dir, "test", ckpt)
-    reference = with_normalisation(model, ckpt)
+    model, meta = load_checkpoint(model_path, torch.device("cpu"))
+    images, labels = _split_for(prepared_dir, "test", meta)
+    reference = with_normalisation(model, meta)
 
     @torch.inference_mode()
     def run_torch(x: np.ndarray) -> np.ndarray:
@@ -74,8 +75,8 @@ def export_model(
         final = float_path
         if quantize:
             final = Path(tmp) / "model.int8.onnx"
-            train, _ = _split_for(prepared_dir, "train", ckpt)
-            quantize_onnx(float_path, final, _calibration(train, ckpt["params"]["train"]["seed"]))
+            train, _ = _split_for(prepared_dir, "train", meta)
+            quantize_onnx(float_path, final, _calibration(train, meta.params.train.seed))
             results["int8"] = _onnx_scores(final, threads, torch_probs, labels_np, test, batch)
         os.replace(final, out_path)
     metrics = {"test_images": len(labels_np), "batch": len(batch), "threads": threads, **results}
@@ -142,13 +143,13 @@ def _column(name: str, scores: dict[str, Any], base: dict[str, Any], count: int)
 
 
 def _split_for(
-    prepared_dir: Path, split: str, ckpt: dict[str, Any]
+    prepared_dir: Path, split: str, meta: ModelMeta
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A prepared split, checked to have the image shape the model was trained on."""
     images, labels = load_split(prepared_dir, split)
     if not len(images):
         raise VisiontuneError(f"the {split} split in {prepared_dir} is empty")
-    expected = (ckpt["channels"], ckpt["image_size"], ckpt["image_size"])
+    expected = (meta.channels, meta.image_size, meta.image_size)
     if tuple(images.shape[1:]) != expected:
         raise VisiontuneError(
             f"{prepared_dir} holds images of shape {tuple(images.shape[1:])} but the model "

@@ -19,7 +19,7 @@ import torch
 
 from visiontune.batches import Normalizer, index_batches
 from visiontune.errors import VisiontuneError
-from visiontune.models import build_model
+from visiontune.model_meta import ModelMeta
 from visiontune.params import Params
 from visiontune.preprocess import load_meta, load_split
 from visiontune.runtime import configure, resolve_device
@@ -54,13 +54,13 @@ class BatchSizeResult:
 
 @dataclass(frozen=True)
 class _Data:
-    """The train split on the device, its normalisation and the prepared meta.json."""
+    """The train split on the device, its normalisation and the meta of a model for it."""
 
     device: torch.device
     images: torch.Tensor
     labels: torch.Tensor
     normalize: Normalizer
-    meta: dict
+    meta: ModelMeta
 
 
 def lr_find(
@@ -139,11 +139,11 @@ def _check_batch_size(size: int, name: str) -> None:
 
 
 def _load(params: Params, prepared_dir: Path) -> _Data:
-    """The train split on ``train.device``, with its normalisation and meta.json."""
+    """The train split on ``train.device``, its normalisation and the meta of ``params``'s model."""
     device = resolve_device(params.train.device)
-    meta = load_meta(prepared_dir)
+    meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
     images, labels = (t.to(device) for t in load_split(prepared_dir, "train"))
-    normalize = Normalizer.from_stats(meta["mean"], meta["std"], device)
+    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
     return _Data(device, images, labels, normalize, meta)
 
 
@@ -152,12 +152,7 @@ def _trainer(params: Params, data: _Data, batch_size: int | None = None) -> Trai
     cfg = params.train
     cfg = dataclasses.replace(cfg, schedule="none", batch_size=batch_size or cfg.batch_size)
     configure(cfg.seed, cfg.threads)
-    model = build_model(
-        params.model,
-        num_classes=len(data.meta["classes"]),
-        channels=data.meta["channels"],
-        image_size=data.meta["image_size"],
-    ).to(data.device)
+    model = data.meta.build_model(load_pretrained=True).to(data.device)
     model.train()
     return Trainer(model, dataclasses.replace(params, train=cfg), data.images.shape[0], data.device)
 

@@ -3,25 +3,29 @@
 The ONNX graph takes the raw uint8 batch (N, C, S, S), N dynamic, standardises it with the
 checkpoint's mean/std exactly as ``batches.Normalizer`` does, and outputs logits (N, K);
 ``OnnxModel.probabilities`` applies the softmax in float32 (so int8 quantization never
-rounds probabilities). The checkpoint's non-weight fields are stored as JSON in the model's
-``metadata_props`` under "visiontune". torch, onnx and onnxruntime are imported only by the
-functions that need them, so importing this module is cheap.
+rounds probabilities). The checkpoint's :class:`ModelMeta`, with how it was exported
+(:class:`ExportMeta`), is stored as JSON in the model's ``metadata_props`` under
+"visiontune". torch, onnx and onnxruntime are imported only by the functions that need
+them, so importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from visiontune.errors import VisiontuneError, first_line
+from visiontune.model_meta import ModelMeta
 
 if TYPE_CHECKING:
     import onnx
@@ -31,7 +35,40 @@ META_KEY = "visiontune"
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
 CALIBRATION_BATCH = 32
-_REQUIRED_META = ("classes", "channels", "image_size", "mean", "std", "params", "quantized")
+_HINT = "export it with `visiontune export --format onnx`"
+
+
+@dataclass(frozen=True)
+class ExportMeta:
+    """What an ONNX export stores under META_KEY: the model's meta, whether the export is
+    int8, and DVC's md5 of the checkpoint it came from (as dvc.lock records it)."""
+
+    model: ModelMeta
+    quantized: bool
+    source_md5: str | None
+
+    def to_json(self) -> str:
+        """The meta's dict with ``quantized`` and ``source_md5`` added, as JSON."""
+        return json.dumps(
+            {**self.model.to_dict(), "quantized": self.quantized, "source_md5": self.source_md5}
+        )
+
+    @classmethod
+    def from_json(cls, text: str | None, path: Path) -> ExportMeta:
+        """The metadata JSON of the file at ``path``; VisiontuneError if absent or unusable."""
+        if text is None:
+            raise VisiontuneError(f"{path} has no visiontune metadata; {_HINT}")
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise VisiontuneError(
+                f"{path} has corrupt visiontune metadata ({exc}); {_HINT}"
+            ) from None
+        try:
+            model = ModelMeta.from_dict(data, path, extra_keys=("quantized",))
+        except VisiontuneError as exc:
+            raise VisiontuneError(f"{exc}; {_HINT}") from None
+        return cls(model, quantized=data["quantized"], source_md5=data.get("source_md5"))
 
 
 def export_onnx(model_path: Path, out_path: Path) -> None:
@@ -47,9 +84,9 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
 
     from visiontune.checkpoint import file_digest, load_checkpoint
 
-    model, ckpt = load_checkpoint(Path(model_path), torch.device("cpu"))
-    wrapped = with_normalisation(model.to(memory_format=torch.contiguous_format), ckpt)
-    size, channels = ckpt["image_size"], ckpt["channels"]
+    model, meta = load_checkpoint(Path(model_path), torch.device("cpu"))
+    wrapped = with_normalisation(model.to(memory_format=torch.contiguous_format), meta)
+    size, channels = meta.image_size, meta.channels
     example = torch.zeros((2, channels, size, size), dtype=torch.uint8)
     try:
         program = torch.onnx.export(
@@ -63,26 +100,22 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
         )
     except Exception as exc:  # the exporter's errors span torch.export, onnxscript and onnx
         raise VisiontuneError(
-            f"cannot export {model_path} ({ckpt['params']['model']['name']}) to ONNX: "
-            f"{_reason(exc)}"
+            f"cannot export {model_path} ({meta.params.model.name}) to ONNX: {_reason(exc)}"
         ) from None
     proto = program.model_proto
     for node in proto.graph.node:
         del node.metadata_props[:]
-    meta = {
-        key: ckpt[key] for key in ("classes", "channels", "image_size", "mean", "std", "params")
-    }
-    meta |= {"quantized": False, "source_md5": file_digest(model_path, "md5")}
-    _save_atomic(proto, meta, Path(out_path))
+    exported = ExportMeta(meta, quantized=False, source_md5=file_digest(model_path, "md5"))
+    _save_atomic(proto, exported, Path(out_path))
 
 
-def with_normalisation(model: torch.nn.Module, ckpt: dict[str, Any]) -> torch.nn.Module:
-    """``model`` preceded by the checkpoint's normalisation: uint8 images in, logits out."""
+def with_normalisation(model: torch.nn.Module, meta: ModelMeta) -> torch.nn.Module:
+    """``model`` preceded by its meta's normalisation: uint8 images in, logits out."""
     import torch
 
     from visiontune.batches import Normalizer
 
-    normalize = Normalizer.from_stats(ckpt["mean"], ckpt["std"], torch.device("cpu"))
+    normalize = Normalizer.from_stats(meta.mean, meta.std, torch.device("cpu"))
 
     class RawImageModel(torch.nn.Module):
         def __init__(self) -> None:
@@ -118,7 +151,7 @@ def quantize_onnx(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> N
         quantize_static,
     )
 
-    meta = _file_meta(Path(onnx_path))
+    exported = _file_meta(Path(onnx_path))
     if len(calibration) == 0:
         raise VisiontuneError("int8 quantization needs at least one calibration image")
     batches = iter(np.array_split(calibration, max(1, len(calibration) // CALIBRATION_BATCH)))
@@ -142,15 +175,15 @@ def quantize_onnx(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> N
             calibrate_method=CalibrationMethod.MinMax,
         )
         proto = onnx.load(str(quantized))
-    _save_atomic(proto, meta | {"quantized": True}, Path(out_path))
+    _save_atomic(proto, dataclasses.replace(exported, quantized=True), Path(out_path))
 
 
 class OnnxModel:
-    """An exported model run by onnxruntime on the CPU, with its visiontune metadata.
-
-    ``meta`` holds classes, channels, image_size, mean, std, params, quantized, format
-    ("onnx") and source_md5 (of the .pt it was exported from, as dvc.lock records it).
+    """An exported model run by onnxruntime on the CPU, with its visiontune metadata:
+    ``meta`` (the checkpoint's), ``quantized`` and ``source_md5`` (see :class:`ExportMeta`).
     """
+
+    format = "onnx"
 
     def __init__(self, path: Path, threads: int = 0) -> None:
         import onnxruntime as ort
@@ -169,11 +202,13 @@ class OnnxModel:
         except Exception as exc:  # onnxruntime raises its own exception types per failure
             raise VisiontuneError(f"{path} is not an ONNX model ({_reason(exc)})") from None
         text = self._session.get_modelmeta().custom_metadata_map.get(META_KEY)
-        self.meta: dict[str, Any] = {**_parse_meta(text, path), "format": "onnx"}
+        exported = ExportMeta.from_json(text, path)
+        self.meta, self.quantized = exported.model, exported.quantized
+        self.source_md5 = exported.source_md5
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax probabilities (N, K) float32 of uint8 images (N, C, S, S)."""
-        expected = (self.meta["channels"], self.meta["image_size"], self.meta["image_size"])
+        expected = (self.meta.channels, self.meta.image_size, self.meta.image_size)
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != expected:
             raise VisiontuneError(
                 f"expected uint8 images of shape (N, {', '.join(map(str, expected))}), "
@@ -184,7 +219,7 @@ class OnnxModel:
         return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
 
 
-def _file_meta(path: Path) -> dict[str, Any]:
+def _file_meta(path: Path) -> ExportMeta:
     """The visiontune metadata of an ONNX file, read with onnx (weights not loaded)."""
     import onnx
 
@@ -195,30 +230,15 @@ def _file_meta(path: Path) -> dict[str, Any]:
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors
         raise VisiontuneError(f"{path} is not an ONNX model ({_reason(exc)})") from None
     props = {prop.key: prop.value for prop in proto.metadata_props}
-    return _parse_meta(props.get(META_KEY), path)
+    return ExportMeta.from_json(props.get(META_KEY), path)
 
 
-def _parse_meta(text: str | None, path: Path) -> dict[str, Any]:
-    """The metadata JSON, checked to hold every key a consumer needs."""
-    hint = "export it with `visiontune export --format onnx`"
-    if text is None:
-        raise VisiontuneError(f"{path} has no visiontune metadata; {hint}")
-    try:
-        meta = json.loads(text)
-    except ValueError as exc:
-        raise VisiontuneError(f"{path} has corrupt visiontune metadata ({exc}); {hint}") from None
-    missing = [key for key in _REQUIRED_META if key not in meta]
-    if missing:
-        raise VisiontuneError(f"{path} metadata lacks {', '.join(missing)}; {hint}")
-    return meta
-
-
-def _save_atomic(proto: onnx.ModelProto, meta: dict[str, Any], path: Path) -> None:
-    """Write ``proto`` with ``meta`` under META_KEY to a temporary file, then rename it."""
+def _save_atomic(proto: onnx.ModelProto, exported: ExportMeta, path: Path) -> None:
+    """Write ``proto`` with ``exported`` under META_KEY to a temporary file, then rename it."""
     import onnx
 
     props = {prop.key: prop.value for prop in proto.metadata_props}
-    onnx.helper.set_model_props(proto, props | {META_KEY: json.dumps(meta)})
+    onnx.helper.set_model_props(proto, props | {META_KEY: exported.to_json()})
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

@@ -1,14 +1,15 @@
 """Trained models behind one interface: uint8 images in, class probabilities out.
 
-A predictor has ``meta`` (classes, channels, image_size, mean, std, params, format) and
-``probabilities(images)``; ``load_predictor`` picks the implementation by file suffix:
-``.pt`` (a train-stage checkpoint, run by torch) or ``.onnx`` (run by onnxruntime).
+A predictor has ``meta`` (the model's :class:`ModelMeta`), ``format`` ("torch" or "onnx"),
+``source_md5`` and ``probabilities(images)``; ``load_predictor`` picks the implementation
+by file suffix: ``.pt`` (a train-stage checkpoint, run by torch) or ``.onnx`` (run by
+onnxruntime).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -16,15 +17,17 @@ import torch
 from visiontune.batches import Normalizer
 from visiontune.checkpoint import load_checkpoint
 from visiontune.errors import VisiontuneError
+from visiontune.model_meta import ModelMeta
 
 CPU = torch.device("cpu")
-META_KEYS = ("classes", "channels", "image_size", "mean", "std", "params")
 
 
 class Predictor(Protocol):
     """What serving needs from a model."""
 
-    meta: dict[str, Any]
+    meta: ModelMeta
+    format: str
+    source_md5: str | None  # of the checkpoint an export came from; None for a checkpoint
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Softmax probabilities float32 (N, K) of uint8 images (N, C, S, S)."""
@@ -34,12 +37,14 @@ class Predictor(Protocol):
 class TorchPredictor:
     """A ``.pt`` checkpoint on the CPU, normalised with its train split's mean/std."""
 
+    format = "torch"
+    source_md5: str | None = None
+
     def __init__(self, path: Path, threads: int = 0) -> None:
         if threads > 0:
             torch.set_num_threads(threads)  # process-wide, as for the train stage
-        self._model, ckpt = load_checkpoint(path, CPU)
-        self._normalize = Normalizer.from_stats(ckpt["mean"], ckpt["std"], CPU)
-        self.meta: dict[str, Any] = {key: ckpt[key] for key in META_KEYS} | {"format": "torch"}
+        self._model, self.meta = load_checkpoint(path, CPU)
+        self._normalize = Normalizer.from_stats(self.meta.mean, self.meta.std, CPU)
 
     @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:

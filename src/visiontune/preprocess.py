@@ -9,6 +9,7 @@ training and serving see identical pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pickle
@@ -16,7 +17,9 @@ import struct
 import warnings
 import zipfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,6 +44,40 @@ _UNREADABLE = (
     Image.DecompressionBombError,
     Image.DecompressionBombWarning,
 )
+
+
+@dataclass(frozen=True)
+class PreparedMeta:
+    """data/prepared/meta.json: what the prepared tensors hold.
+
+    ``classes`` name the labels 0..K-1; images are uint8 ``channels`` x ``image_size`` x
+    ``image_size``; ``mean``/``std`` are the train split's per channel (0..1 scale);
+    ``counts`` the images per split; ``skipped`` the unreadable images left out (with
+    ``data.skip_corrupt``), ``ignored`` the non-image files the download stage passed over.
+    """
+
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    counts: dict[str, int]
+    skipped: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path) -> PreparedMeta:
+        """The meta.json ``data`` read from ``path``; VisiontuneError naming missing keys."""
+        keys = [field.name for field in dataclasses.fields(cls)]
+        missing = [key for key in keys if not isinstance(data, dict) or key not in data]
+        if missing:
+            raise _corrupt(path, f"no {', '.join(missing)}")
+        return cls(**{key: _frozen(data[key]) for key in keys})
+
+
+def _frozen(value: Any) -> Any:
+    """A JSON list as a tuple (the form PreparedMeta holds); other values as they are."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def image_to_tensor(image: Image.Image, channels: int, size: int) -> torch.Tensor:
@@ -80,17 +117,17 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     mean, std = _channel_stats(splits["train"][0])
     counts = {split: len(labels) for split, (_, labels) in splits.items()}
     skipped = sorted(ref for ref, _ in unreadable)
-    meta = {
-        "classes": classes,
-        "channels": data.channels,
-        "image_size": data.image_size,
-        "mean": mean,
-        "std": std,
-        "counts": counts,
-        "skipped": skipped,
-        "ignored": ignored,
-    }
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    meta = PreparedMeta(
+        classes=tuple(classes),
+        channels=data.channels,
+        image_size=data.image_size,
+        mean=tuple(mean),
+        std=tuple(std),
+        counts=counts,
+        skipped=tuple(skipped),
+        ignored=tuple(ignored),
+    )
+    (out_dir / "meta.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
     return {**counts, "classes": len(classes), "skipped": len(skipped), "ignored": len(ignored)}
 
 
@@ -118,17 +155,15 @@ def load_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tens
     return images, labels
 
 
-def load_meta(prepared_dir: Path) -> dict:
-    """The prepared dataset's meta.json (classes, channels, image_size, mean, std, ...)."""
+def load_meta(prepared_dir: Path) -> PreparedMeta:
+    """The prepared dataset's meta.json."""
     path = Path(prepared_dir) / "meta.json"
     _require(path)
     try:
-        meta = json.loads(path.read_text())
+        data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise _corrupt(path, exc) from None
-    if not isinstance(meta, dict) or "classes" not in meta:
-        raise _corrupt(path, "no classes")
-    return meta
+    return PreparedMeta.from_dict(data, path)
 
 
 def _require(path: Path) -> None:

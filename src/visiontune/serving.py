@@ -97,7 +97,7 @@ class Classifier:
 
     def __init__(self, predictor: Predictor, max_pixels: int, metrics: ServingMetrics) -> None:
         self.predictor = predictor
-        self.classes = [str(name) for name in predictor.meta["classes"]]
+        self.classes = list(predictor.meta.classes)
         self.max_pixels = max_pixels
         self.metrics = metrics
         self._lock = threading.Lock()
@@ -114,7 +114,7 @@ class Classifier:
     def _decode(self, name: str, content: bytes) -> np.ndarray:
         meta = self.predictor.meta
         try:
-            image = decode_image(content, meta["channels"], meta["image_size"], self.max_pixels)
+            image = decode_image(content, meta.channels, meta.image_size, self.max_pixels)
         except HTTPException as exc:
             raise HTTPException(exc.status_code, f"{name}: {exc.detail}") from None
         return image.numpy()
@@ -138,19 +138,14 @@ def create_app(
     """The API serving ``predictor`` (loaded from ``model_path``), with its own metrics."""
     refuse_decompression_bombs()
     meta = predictor.meta
-    metrics = ServingMetrics(str(name) for name in meta["classes"])
+    metrics = ServingMetrics(meta.classes)
     classifier = Classifier(predictor, max_pixels, metrics)
     metadata = Metadata(
-        model_name=meta["params"]["model"]["name"],
-        format=meta["format"],
-        classes=classifier.classes,
-        image_size=meta["image_size"],
-        channels=meta["channels"],
-        mean=meta["mean"],
-        std=meta["std"],
-        params=meta["params"],
+        model_name=meta.params.model.name,
+        format=predictor.format,
+        **meta.to_dict(),
         sha256=file_digest(model_path, "sha256"),
-        revision=model_revision(model_path, _trained_md5(model_path, meta)),
+        revision=model_revision(model_path, _trained_md5(model_path, predictor)),
         limits=Limits(max_bytes=max_bytes, max_files=max_files, max_pixels=max_pixels),
     )
     num_classes = len(classifier.classes)
@@ -227,11 +222,11 @@ def serve(
     uvicorn.run(app, host=host, port=port)
 
 
-def _trained_md5(model_path: Path, meta: dict[str, Any]) -> str | None:
+def _trained_md5(model_path: Path, predictor: Predictor) -> str | None:
     """DVC's md5 of the checkpoint: the served file itself, or the one an export came from."""
-    if meta["format"] == "torch":
+    if predictor.format == "torch":
         return file_digest(model_path, "md5")
-    return meta.get("source_md5")
+    return predictor.source_md5
 
 
 def model_revision(path: Path, md5: str | None) -> str | None:

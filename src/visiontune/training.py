@@ -18,7 +18,7 @@ from tqdm import tqdm
 from visiontune.batches import EvalResult, Normalizer, augment, evaluate_split, index_batches
 from visiontune.checkpoint import save_checkpoint
 from visiontune.errors import VisiontuneError
-from visiontune.models import build_model
+from visiontune.model_meta import ModelMeta
 from visiontune.params import Params, TrainParams
 from visiontune.preprocess import load_meta, load_split
 from visiontune.runtime import configure, resolve_device
@@ -51,7 +51,7 @@ class FitResult:
     """A fitted model, its per-epoch history and the epoch whose weights it holds."""
 
     model: torch.nn.Module
-    meta: dict[str, Any]
+    meta: ModelMeta
     history: list[EpochResult]
     kept: EpochResult
 
@@ -78,17 +78,12 @@ def fit(
     cfg = params.train
     configure(cfg.seed, cfg.threads)
     device = resolve_device(cfg.device)
-    meta = load_meta(prepared_dir)
+    meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
     x_train, y_train = (t.to(device) for t in load_split(prepared_dir, "train"))
     x_val, y_val = (t.to(device) for t in load_split(prepared_dir, "val"))
-    model = build_model(
-        params.model,
-        num_classes=len(meta["classes"]),
-        channels=meta["channels"],
-        image_size=meta["image_size"],
-    ).to(device)
+    model = meta.build_model(load_pretrained=True).to(device)
     trainer = Trainer(model, params, x_train.shape[0], device)
-    normalize = Normalizer.from_stats(meta["mean"], meta["std"], device)
+    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
 
     history: list[EpochResult] = []
     best: EpochResult | None = None
@@ -144,7 +139,7 @@ def train(
         live.end()
         # The summary below describes the saved model; DVCLive's last-epoch one would not.
         Path(live.metrics_file).unlink(missing_ok=True)
-    save_checkpoint(model_path, fitted.model, params, fitted.meta)
+    save_checkpoint(model_path, fitted.model, fitted.meta)
     summary = fitted.summary()
     summary_path.parent.mkdir(parents=True, exist_ok=True)
     summary_path.write_text(json.dumps(summary, indent=2) + "\n")
