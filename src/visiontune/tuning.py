@@ -527,7 +527,7 @@ class _InProcess(_Runner):
         fitted = fit(params, prepared)
         with tempfile.TemporaryDirectory() as tmp:
             model_path = Path(tmp) / "model.pt"
-            save_checkpoint(model_path, fitted.model, params, fitted.meta)
+            save_checkpoint(model_path, fitted.model, fitted.meta)
             tested = evaluate(params, model_path, prepared, Path(tmp) / "m.json", Path(tmp))
         return _flat({**fitted.summary(), **tested})
 
