@@ -1,15 +1,14 @@
 """download stage: fetch ``data.source`` into data/raw."""
 
-from pathlib import Path
-
 from visiontune.params import Params
+from visiontune.paths import RAW
 from visiontune.sources import download
 from visiontune.stage import run_stage
 
 
 def main(params: Params) -> None:
-    info = download(params.data.source, Path("data/raw"))
-    print(f"data/raw: {info['count']} images of {len(info['classes'])} classes ({info['format']})")
+    info = download(params.data.source, RAW)
+    print(f"{RAW}: {info['count']} images of {len(info['classes'])} classes ({info['format']})")
 
 
 if __name__ == "__main__":

@@ -5,16 +5,16 @@ from pathlib import Path
 
 from visiontune.cell_store import CellStore
 from visiontune.params import Params
+from visiontune.paths import PREPARED, SWEEP_PLOTS
 from visiontune.stage import run_stage
 from visiontune.sweep import run_sweep
 
 
 def main(params: Params) -> None:
-    prepared = Path("data/prepared")
-    store = CellStore.for_repo(Path.cwd(), prepared)
-    summary = run_sweep(params, prepared, Path("plots/sweep"), store)
+    store = CellStore.for_repo(Path.cwd(), PREPARED)
+    summary = run_sweep(params, PREPARED, SWEEP_PLOTS, store)
     print(
-        f"plots/sweep: {summary['cells']} cells, {summary['failed']} failed, "
+        f"{SWEEP_PLOTS}: {summary['cells']} cells, {summary['failed']} failed, "
         f"{summary['reused']} reused from {store.folder}"
     )
     if summary["best"]:

@@ -25,16 +25,10 @@ from postgres import NOT_FOUND, Postgres, postgres_server, server_bin_dir
 from test_tuning import SPACE, TUNE, wait_for
 
 from visiontune.params import parse_params
-from visiontune.tuning import (
-    REASON,
-    SURPLUS,
-    WORKER,
-    TuneOptions,
-    _Temp,
-    counted,
-    open_study,
-    suggest,
-)
+from visiontune.tuning import TuneOptions, open_storage, open_study
+from visiontune.tuning.accounting import REASON, SURPLUS, WORKER, counted
+from visiontune.tuning.runners import TempRunner
+from visiontune.tuning.space import suggest
 
 WORKER_TIMEOUT = 420  # seconds: a worker that runs longer has hung
 
@@ -73,9 +67,10 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 def test_two_workers_asking_at_once_do_not_overshoot(storage: str, tmp_path: Path) -> None:
     params = parse_params({"tune": {"space": SPACE}})
     options = TuneOptions(trials=2, storage=storage)
-    study = open_study(params, options)
+    storage = open_storage(storage)
+    study = open_study(params, options, storage)
     study.tell(study.ask(), 0.5)
-    first, second = _Temp(params, options, tmp_path), _Temp(params, options, tmp_path)
+    first, second = (TempRunner(params, options, tmp_path, storage, study) for _ in range(2))
     assert first.remaining(study, 0) == second.remaining(study, 0) == 1  # both see one to go
 
     running = first.ask(study)
@@ -115,12 +110,13 @@ def test_racing_workers_count_exactly_the_target(postgres: Postgres, tmp_path: P
     rounds = threading.Barrier(4, timeout=60)
 
     def work() -> None:
-        study = open_study(params, options)
-        runner = _Temp(params, options, tmp_path)
+        storage = open_storage(url)
+        study = open_study(params, options, storage)
+        runner = TempRunner(params, options, tmp_path, storage, study)
         for _ in range(3):
             rounds.wait()
             if runner.remaining(study, 0) > 0 and (asked := runner.ask(study)):
-                runner.finish(study, asked[0], {"val.acc": 0.5})
+                runner.complete(study, asked[0], {"val.acc": 0.5})
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for future in [pool.submit(work) for _ in range(4)]:

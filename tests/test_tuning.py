@@ -14,7 +14,9 @@ from dvc_repo import SHRINK, DvcRepo
 from optuna.trial import TrialState
 
 from visiontune.params import parse_params
-from visiontune.tuning import REASON, TuneOptions, counted, open_study, suggest
+from visiontune.tuning import TuneOptions, open_study
+from visiontune.tuning.accounting import REASON, counted
+from visiontune.tuning.space import suggest
 
 # A cheap space and quick liveness marks, so that trials and staleness take seconds.
 SPACE = {
@@ -88,6 +90,29 @@ def test_resumed_study_does_not_replay_its_first_draws(tmp_path):
     resumed = open_study(params, options)
     again = suggest(resumed.ask(), params.tune.space)
     assert again not in drawn
+
+
+def test_in_process_study_trains_and_evaluates_each_trial(prepared, tmp_path, capsys):
+    """--in-process: the stages' work without dvc; each trial saves and tests a checkpoint."""
+    from visiontune.tuning import tune
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "prepared").symlink_to(prepared)
+    params = parse_params({"tune": {"space": SPACE, "n_startup_trials": 2}})
+    options = TuneOptions(
+        trials=2,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        in_process=True,
+        fixed={"train.epochs": 1},
+    )
+    study = tune(params, options, repo=tmp_path)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    assert all(0 <= t.user_attrs["test.acc"] <= 1 for t in study.trials)
+    assert json.loads((tmp_path / "metrics" / "tune.json").read_text())["tune"]["trials"] == {
+        "complete": 2,
+        "fail": 0,
+    }
+    assert "dvc exp apply" not in capsys.readouterr().out  # nothing to apply
 
 
 def test_unreachable_storage_is_one_clear_line(tmp_path):

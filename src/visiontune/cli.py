@@ -10,8 +10,7 @@ import yaml
 
 from visiontune.errors import one_line_errors
 from visiontune.params import load_params, parse_override, with_overrides
-
-PREPARED = Path("data/prepared")
+from visiontune.paths import DEFAULT_STORAGE, MODEL, PREPARED
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -72,7 +71,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--quantize", action="store_true", help="int8 (static, calibrated on train images)"
     )
-    export.add_argument("--model", type=Path, default=Path("models/model.pt"), help=".pt file")
+    export.add_argument("--model", type=Path, default=MODEL, help=".pt file")
     export.add_argument(
         "--out",
         type=Path,
@@ -123,7 +122,7 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="HTTP API classifying uploaded images with a .pt or .onnx model"
     )
-    serve.add_argument("--model", type=Path, default=Path("models/model.pt"), help=".pt or .onnx")
+    serve.add_argument("--model", type=Path, default=MODEL, help=".pt or .onnx")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=_int_range(1, 65535), default=8000)
     serve.add_argument(
@@ -190,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--jobs", type=int, default=1, help="trials run at once (dvc queue -j)")
     tune.add_argument(
         "--storage",
-        default="sqlite:///.optuna/studies.db",
+        default=DEFAULT_STORAGE,
         help="Optuna storage URL (default: a git-ignored SQLite file)",
     )
     tune.add_argument("--study", help="study name (default: tune.study in params.yaml)")
@@ -223,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report.md"), help="markdown file")
     report.add_argument("--top", type=int, default=20, help="rows and curves shown (default 20)")
     report.add_argument(
-        "--storage", help="Optuna storage URL (default sqlite:///.optuna/studies.db if present)"
+        "--storage", help=f"Optuna storage URL (default {DEFAULT_STORAGE} if present)"
     )
     report.add_argument("--study", help="study to plot (default: tune.study in params.yaml)")
     report.set_defaults(func=_report)

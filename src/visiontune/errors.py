@@ -12,6 +12,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 DEBUG_ENV = "VISIONTUNE_DEBUG"
+# Exit status of a stage stopped by a user error (bad params or data, diverging training):
+# the tuner tells it from a crash by this code and does not retry it. Commands exit 1.
+USER_ERROR_EXIT = 3
 
 
 class VisiontuneError(Exception):
@@ -30,8 +33,9 @@ def debugging() -> bool:
 
 
 @contextmanager
-def one_line_errors() -> Iterator[None]:
-    """Turn a VisiontuneError or Ctrl-C into one line on stderr and exit status 1.
+def one_line_errors(exit_code: int = 1) -> Iterator[None]:
+    """Turn a VisiontuneError into one line on stderr and ``exit_code``; Ctrl-C into
+    ``interrupted`` and exit status 130.
 
     With ``VISIONTUNE_DEBUG=1`` the traceback (and the exception it was raised from, even
     when the message suppressed it) is printed before the line.
@@ -41,9 +45,11 @@ def one_line_errors() -> Iterator[None]:
     except VisiontuneError as exc:
         if debugging():
             _print_traceback(exc)
-        sys.exit(f"error: {exc}")
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exit_code)
     except KeyboardInterrupt:
-        sys.exit("interrupted")
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def _print_traceback(exc: BaseException) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from visiontune.batches import Normalizer, evaluate_split
 from visiontune.checkpoint import load_checkpoint
 from visiontune.params import Params
+from visiontune.paths import write_json
 from visiontune.preprocess import load_split
 from visiontune.runtime import configure, resolve_device
 
@@ -46,9 +46,9 @@ def evaluate(
         {"actual": classes[a], "predicted": classes[p]}
         for a, p in zip(actual.tolist(), result.predictions.tolist(), strict=True)
     ]
-    _write_json(plots_dir / "confusion.json", confusion)
-    _write_json(plots_dir / "classes.json", rows)
-    _write_json(metrics_path, metrics)
+    write_json(plots_dir / "confusion.json", confusion)
+    write_json(plots_dir / "classes.json", rows)
+    write_json(metrics_path, metrics)
     return metrics
 
 
@@ -74,8 +74,3 @@ def per_class_scores(
         }
         for i in range(num_classes)
     ]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")

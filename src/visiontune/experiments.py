@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visiontune.errors import VisiontuneError
+from visiontune.paths import EVALUATE_METRICS, TRAIN_METRICS
+from visiontune.tools import run_tool
+
+# Where each experiment's own numbers are (git-tracked, so on the experiment's commit).
+METRICS_FILES = (TRAIN_METRICS.as_posix(), EVALUATE_METRICS.as_posix())
 
 
 @dataclass(frozen=True)
@@ -34,15 +36,7 @@ class Experiment:
 def list_experiments(repo: Path, *, workspace: bool = False) -> list[Experiment]:
     """The baseline commit (HEAD) and its experiments via the dvc CLI; the workspace first
     (named ``workspace``) if asked."""
-    result = subprocess.run(
-        [sys.executable, "-m", "dvc", "exp", "show", "--json"],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines() or [f"exit status {result.returncode}"]
-        raise VisiontuneError(f"dvc exp show failed in {repo}: {lines[-1]}")
+    result = run_tool("dvc", "exp", "show", "--json", cwd=repo)
     return parse_exp_show(json.loads(result.stdout), workspace=workspace)
 
 
@@ -88,3 +82,30 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
             yield from flatten(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
+
+
+def experiment_metrics(repo: Path, name: str) -> dict[str, float] | None:
+    """Flat metrics (``val.acc``, ``test.acc``, ...) of the experiment named ``name``.
+
+    Read straight from the experiment's git commit (metrics files are git-tracked), or
+    None when no experiment of that name exists.
+    """
+    matching = [ref for ref in _experiment_refs(repo) if ref.rsplit("/", 1)[-1] == name]
+    if not matching:
+        return None
+    metrics: dict[str, float] = {}
+    for path in METRICS_FILES:
+        shown = run_tool("git", "show", f"{matching[-1]}:{path}", cwd=repo, check=False)
+        if shown.returncode == 0:
+            metrics.update(flatten(json.loads(shown.stdout)))
+    return metrics
+
+
+def experiment_names(repo: Path) -> set[str]:
+    """Names of every dvc experiment in the repository."""
+    return {ref.rsplit("/", 1)[-1] for ref in _experiment_refs(repo)}
+
+
+def _experiment_refs(repo: Path) -> list[str]:
+    listed = run_tool("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=repo)
+    return [ref for ref in listed.stdout.split() if not ref.startswith("refs/exps/celery/")]

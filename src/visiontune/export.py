@@ -9,7 +9,6 @@ written to a metrics JSON file.
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import tempfile
@@ -25,6 +24,7 @@ from visiontune.checkpoint import load_checkpoint
 from visiontune.errors import VisiontuneError
 from visiontune.model_meta import ModelMeta
 from visiontune.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
+from visiontune.paths import write_json
 from visiontune.preprocess import load_split
 
 FLOAT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| accepted for the float export
@@ -80,8 +80,7 @@ def export_model(
             results["int8"] = _onnx_scores(final, threads, torch_probs, labels_np, test, batch)
         os.replace(final, out_path)
     metrics = {"test_images": len(labels_np), "batch": len(batch), "threads": threads, **results}
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(metrics_path, metrics)
     return metrics
 
 

@@ -27,6 +27,7 @@ from PIL import Image
 
 from visiontune.errors import VisiontuneError, first_line
 from visiontune.params import DataParams
+from visiontune.paths import write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -127,7 +128,7 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
         skipped=tuple(skipped),
         ignored=tuple(ignored),
     )
-    (out_dir / "meta.json").write_text(json.dumps(dataclasses.asdict(meta), indent=2) + "\n")
+    write_json(out_dir / "meta.json", dataclasses.asdict(meta))
     return {**counts, "classes": len(classes), "skipped": len(skipped), "ignored": len(ignored)}
 
 

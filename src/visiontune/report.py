@@ -1,7 +1,8 @@
 """``visiontune report``: a markdown table of all runs plus PNG plots, offline.
 
 One row per run (the workspace, the baseline commit, every dvc experiment), with only
-the params that differ between the rows shown, sorted by val.acc (best first; failed and
+the params that differ between the rows shown, sorted by ``tune.metric`` (val.acc unless
+params.yaml says val.loss; best first; failed and
 metric-less runs last). Plots (matplotlib, no browser): val/loss and val/acc per epoch of
 the runs shown, the sweep stage's heatmap, and the Optuna study's history when there is one.
 """
@@ -12,7 +13,6 @@ import csv
 import io
 import json
 import math
-import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +20,12 @@ from typing import Any
 
 from visiontune.errors import VisiontuneError, first_line
 from visiontune.experiments import Experiment, list_experiments
+from visiontune.params import OBJECTIVES
+from visiontune.paths import DEFAULT_STORAGE, SWEEP_GRID, TRAIN_SERIES
+from visiontune.tools import run_tool
 
-OBJECTIVE = "val.acc"
+DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
 METRICS = {"val acc": "val.acc", "test acc": "test.acc", "epochs": "epochs"}
-SERIES = "plots/train/plots/metrics/{}.tsv"  # DVCLive's per-epoch files, e.g. val/acc
-GRID = Path("plots/sweep/grid.json")
-DEFAULT_STORAGE = "sqlite:///.optuna/studies.db"
 
 
 @dataclass(frozen=True)
@@ -35,16 +35,18 @@ class Table:
     rows: list[Experiment]
     params: list[str]
     more: int
+    metric: str = DEFAULT_METRIC
 
     @property
     def best(self) -> Experiment | None:
-        """The top row if it has a val.acc of its own."""
-        return self.rows[0] if self.rows and objective(self.rows[0]) is not None else None
+        """The top row if it has a value of the metric of its own."""
+        top = self.rows[0] if self.rows else None
+        return top if top and objective(top, self.metric) is not None else None
 
 
-def objective(run: Experiment) -> float | None:
-    """The run's own finite val.acc (queued, running and failed runs have none)."""
-    value = own_metrics(run).get(OBJECTIVE)
+def objective(run: Experiment, metric: str = DEFAULT_METRIC) -> float | None:
+    """The run's own finite ``metric`` (queued, running and failed runs have none)."""
+    value = own_metrics(run).get(metric)
     return value if value is not None and math.isfinite(value) else None
 
 
@@ -53,9 +55,16 @@ def own_metrics(run: Experiment) -> dict[str, float]:
     return run.metrics if run.state == "success" else {}
 
 
-def ranked(runs: Sequence[Experiment]) -> list[Experiment]:
-    """Best val.acc first; runs without one last, in their original order."""
-    return sorted(runs, key=lambda run: -(objective(run) if objective(run) is not None else -1))
+def ranked(runs: Sequence[Experiment], metric: str = DEFAULT_METRIC) -> list[Experiment]:
+    """Best ``metric`` first (highest, or lowest for a loss); runs without one last, in
+    their original order."""
+    sign = -1 if OBJECTIVES[metric] == "maximize" else 1
+
+    def key(run: Experiment) -> tuple[bool, float]:
+        value = objective(run, metric)
+        return (value is None, 0.0 if value is None else sign * value)
+
+    return sorted(runs, key=key)
 
 
 def differing_params(runs: Sequence[Experiment]) -> list[str]:
@@ -64,10 +73,10 @@ def differing_params(runs: Sequence[Experiment]) -> list[str]:
     return [key for key in keys if len({json.dumps(run.params.get(key)) for run in runs}) > 1]
 
 
-def build_table(runs: Sequence[Experiment], top: int) -> Table:
-    """The ``top`` best runs and the params that differ among them."""
-    shown = ranked(runs)[:top]
-    return Table(shown, differing_params(shown), len(runs) - len(shown))
+def build_table(runs: Sequence[Experiment], top: int, metric: str = DEFAULT_METRIC) -> Table:
+    """The ``top`` best runs by ``metric`` and the params that differ among them."""
+    shown = ranked(runs, metric)[:top]
+    return Table(shown, differing_params(shown), len(runs) - len(shown), metric)
 
 
 def markdown_table(table: Table) -> str:
@@ -109,10 +118,13 @@ def write_report(
     if top < 1:
         raise VisiontuneError(f"--top must be >= 1, got {top}")
     runs = list_experiments(repo, workspace=True)
-    table = build_table(runs, top)
+    workspace = next(run for run in runs if run.rev == "workspace")
+    metric = workspace.params.get("tune.metric", DEFAULT_METRIC)
+    if metric not in OBJECTIVES:
+        metric = DEFAULT_METRIC
+    table = build_table(runs, top, metric)
     plots = out.parent / f"{out.stem}_plots"
     plots.mkdir(parents=True, exist_ok=True)
-    workspace = next(run for run in runs if run.rev == "workspace")
     figures = [
         *_curves(repo, table.rows, plots),
         _sweep_heatmap(repo, workspace.params, plots),
@@ -131,19 +143,17 @@ def _summary(runs: Sequence[Experiment], table: Table) -> str:
             "No dvc experiments yet: the table shows the workspace and the baseline commit. "
             "Run some with `dvc exp run -S model.lr=0.02` or `visiontune tune`."
         )
-    best = f"best: **{table.best.name}**" if table.best else "no run has a val.acc yet"
-    return f"{count} experiments, the workspace and the baseline; sorted by {OBJECTIVE}, {best}."
+    best = f"best: **{table.best.name}**" if table.best else f"no run has a {table.metric} yet"
+    return f"{count} experiments, the workspace and the baseline; sorted by {table.metric}, {best}."
 
 
 def read_series(repo: Path, rev: str, name: str) -> tuple[list[int], list[float]]:
     """A DVCLive series (``val/acc``) at an experiment's commit, or in the working tree."""
-    path = SERIES.format(name)
+    path = TRAIN_SERIES.format(name)
     if rev == "workspace":
         text = (repo / path).read_text() if (repo / path).is_file() else ""
     else:
-        shown = subprocess.run(
-            ["git", "show", f"{rev}:{path}"], cwd=repo, capture_output=True, text=True
-        )
+        shown = run_tool("git", "show", f"{rev}:{path}", cwd=repo, check=False)
         text = shown.stdout if shown.returncode == 0 else ""
     rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
     column = name.rpartition("/")[2]
@@ -188,9 +198,9 @@ def _sweep_heatmap(repo: Path, params: dict[str, Any], plots: Path) -> tuple[str
     from visiontune.heatmap import aggregate
 
     title = "sweep heatmap"
-    if not (repo / GRID).is_file():
+    if not (repo / SWEEP_GRID).is_file():
         return title, None
-    grid = aggregate(json.loads((repo / GRID).read_text()), x="x", y="y", metric="value")
+    grid = aggregate(json.loads((repo / SWEEP_GRID).read_text()), x="x", y="y", metric="value")
     figure, axes = _figure(f"sweep {params.get('sweep.metric', 'value')}")
     values = [[_mean(grid.cells.get((x, y))) for x in grid.xs] for y in grid.ys]
     image = axes.imshow(values, cmap="viridis", aspect="auto", origin="lower")
@@ -220,7 +230,7 @@ def _tune_history(
     """
     title = "tuning history"
     required = storage is not None or study is not None
-    if not required and not (repo / ".optuna" / "studies.db").is_file():
+    if not required and not (repo / DEFAULT_STORAGE.removeprefix("sqlite:///")).is_file():
         return title, None
     name = study or params.get("tune.study", "visiontune")
     loaded = _load_study(storage or DEFAULT_STORAGE, name, required=required)
@@ -246,7 +256,7 @@ def _load_study(url: str, name: str, *, required: bool) -> Any:
     """The Optuna study, or None if it does not exist and is not required."""
     import optuna
 
-    from visiontune.tuning import open_storage
+    from visiontune.tuning.study import open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(url)

@@ -7,7 +7,6 @@ This module's top level imports nothing heavy: params validation imports it.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import socket
@@ -20,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from visiontune.errors import VisiontuneError
+from visiontune.paths import write_json
 
 if TYPE_CHECKING:
     import numpy as np
@@ -86,7 +86,7 @@ def download(source: str, out_dir: Path, *, cache_dir: Path | None = None) -> di
     staging.mkdir(parents=True)
     try:
         info = {"source": source, **_write_raw(source, staging, cache_dir)}
-        (staging / "source.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_json(staging / "source.json", info)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

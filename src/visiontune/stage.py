@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from visiontune.errors import one_line_errors
+from visiontune.errors import USER_ERROR_EXIT, one_line_errors
 from visiontune.params import Params, load_params
 
 
 def run_stage(main: Callable[[Params], None], params_path: Path = Path("params.yaml")) -> None:
-    """Load and validate params, run ``main``; a user error exits 1 with one line on stderr."""
-    with one_line_errors():
+    """Load and validate params, run ``main``; a user error is one line on stderr and exit
+    status USER_ERROR_EXIT, which the tuner reads as "do not retry"."""
+    with one_line_errors(USER_ERROR_EXIT):
         main(load_params(params_path))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from visiontune.checkpoint import save_checkpoint
 from visiontune.errors import VisiontuneError
 from visiontune.model_meta import ModelMeta
 from visiontune.params import Params, TrainParams
+from visiontune.paths import write_json
 from visiontune.preprocess import load_meta, load_split
 from visiontune.runtime import configure, resolve_device
 
@@ -141,8 +141,7 @@ def train(
         Path(live.metrics_file).unlink(missing_ok=True)
     save_checkpoint(model_path, fitted.model, fitted.meta)
     summary = fitted.summary()
-    summary_path.parent.mkdir(parents=True, exist_ok=True)
-    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(summary_path, summary)
     return summary
 
 

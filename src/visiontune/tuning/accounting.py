@@ -1,0 +1,62 @@
+"""Which trials count toward ``--trials``, and how many are still to start.
+
+A trial counts once it is COMPLETE or FAILED by itself (diverged, crashed, timed out).
+Trials stopped from outside (Ctrl-C, a tuner that died, a surplus ask) are recorded as
+FAIL with a reason that says so, and do not count, so a resumed study still gets its full
+number.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+REASON = "fail_reason"  # user attr of a FAIL that counts, unless absent or one of these:
+INTERRUPTED = "interrupted"  # stopped by Ctrl-C
+SURPLUS = "surplus"  # asked while other workers' trials already reached --trials
+STALE = "its tuner stopped"  # the tuner running it died (its heartbeat went stale)
+NOT_COUNTED = (INTERRUPTED, SURPLUS, STALE)
+WORKER = "worker"  # user attr: host and clone of the tuner that ran the trial
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """A trial that counts toward ``--trials``: complete, or failed by itself."""
+    from optuna.trial import TrialState
+
+    if trial.state == TrialState.COMPLETE:
+        return True
+    reason = trial.user_attrs.get(REASON)
+    return trial.state == TrialState.FAIL and reason is not None and reason not in NOT_COUNTED
+
+
+def surplus(study: optuna.Study, number: int, target: int) -> bool:
+    """Whether trial ``number`` would overshoot ``target``: the trials numbered below it that
+    count or still run already reach the target.
+
+    Two workers that each see one trial missing both ask. Optuna numbers new trials under a
+    lock on the study, so every lower-numbered trial is visible here: the lowest-numbered
+    of the racing trials run, the rest are recorded as surplus (FAIL, not counted). If a
+    running trial later fails without counting, the waiting workers ask again.
+    """
+    from optuna.trial import TrialState
+
+    earlier = [t for t in study.get_trials(deepcopy=False) if t.number < number]
+    return sum(counted(t) or t.state == TrialState.RUNNING for t in earlier) >= target
+
+
+def remaining(study: optuna.Study, target: int, in_flight: int) -> int:
+    """Trials still to start: the target less counted ones and those running anywhere."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    done = sum(counted(t) for t in trials)
+    running = sum(t.state == TrialState.RUNNING for t in trials)
+    return target - done - max(running, in_flight)
+
+
+def reached(study: optuna.Study, target: int) -> bool:
+    """Whether the study counts ``target`` trials: the tuner's work is done."""
+    return sum(counted(t) for t in study.get_trials(deepcopy=False)) >= target

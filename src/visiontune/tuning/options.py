@@ -1,0 +1,24 @@
+"""What the command line sets for a study, and the defaults the tuner's modules share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from visiontune.paths import DEFAULT_STORAGE
+
+TRIAL_TARGET = "evaluate"  # a trial runs the pipeline up to evaluate: not the sweep
+POLL_SECONDS = 1.0  # between looks at running trials
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """What the command line sets: how many trials, where the study lives, fixed params."""
+
+    trials: int
+    jobs: int = 1
+    storage: str = DEFAULT_STORAGE
+    study: str = "visiontune"
+    fixed: dict[str, Any] = field(default_factory=dict)
+    in_process: bool = False
+    sampler: str = "tpe"

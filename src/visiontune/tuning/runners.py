@@ -1,0 +1,247 @@
+"""Three ways to run a study's trials: ``dvc exp run --temp`` one at a time, DVC's queue
+``--jobs`` at a time, or in this process without dvc (quick, nothing to apply)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visiontune.errors import VisiontuneError
+from visiontune.experiments import experiment_metrics, flatten
+from visiontune.params import with_overrides
+from visiontune.paths import PREPARED
+from visiontune.tuning.dvc_queue import FAILED, SUCCESS, DvcQueue, temp_run_command
+from visiontune.tuning.options import POLL_SECONDS, TRIAL_TARGET
+from visiontune.tuning.outcome import (
+    Outcome,
+    RunResult,
+    classify_failure,
+    classify_run,
+    should_retry,
+)
+from visiontune.tuning.summary import say, short
+from visiontune.tuning.trials import Runner
+
+if TYPE_CHECKING:
+    import optuna
+
+QUEUE_RESTART_SECONDS = 30  # idle queue workers exit: make sure enough run this often
+
+
+class TempRunner(Runner):
+    """One trial at a time, each a ``dvc exp run --temp``: no queue workers to wait for."""
+
+    process: subprocess.Popen | None = None
+    trial: optuna.Trial | None = None
+
+    def run(self, study: optuna.Study) -> None:
+        """Ask, run and settle trials until the study counts ``--trials``."""
+        while True:
+            self.settle_stale(study)
+            if self.remaining(study, 0) <= 0:
+                if self.reached(study):
+                    return
+                self.wait()
+                continue
+            asked = self.ask(study)
+            if asked is None:
+                continue
+            self.trial, overrides = asked
+            name = self.name(self.trial)
+            say(f"{name}: running  {short(overrides)}")
+            attempts = 1
+            result = self.attempt(name, overrides)
+            while should_retry(result, attempts):
+                say(f"{name}: {result.reason}; retrying once")
+                attempts += 1
+                result = self.attempt(name, overrides)
+            self.settle(study, self.trial, name, result)
+            self.trial = None
+
+    def attempt(self, name: str, overrides: dict[str, Any]) -> RunResult:
+        """Run the trial's experiment once, within ``tune.trial_timeout``."""
+        timeout = self.params.tune.trial_timeout
+        with tempfile.TemporaryFile("w+") as log:
+            self.process = subprocess.Popen(
+                temp_run_command(name, overrides, TRIAL_TARGET),
+                cwd=self.repo,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                return RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
+            log.seek(0)
+            output = log.read()
+        exists = experiment_metrics(self.repo, name) is not None
+        return classify_run(self.process.returncode, output, exists)
+
+    def settle(
+        self, study: optuna.Study, trial: optuna.Trial, name: str, result: RunResult
+    ) -> None:
+        """Complete a trial whose experiment exists; fail any other."""
+        if result.outcome == Outcome.DONE:
+            self.complete(study, trial, experiment_metrics(self.repo, name) or {})
+        else:
+            self.fail(study, trial, result.reason)
+
+    def stop(self, study: optuna.Study) -> None:
+        """Ctrl-C: stop the running experiment; record its trial as interrupted."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        if self.trial is not None:
+            self.interrupted(study, [self.trial])
+
+
+@dataclass
+class _Queued:
+    """A trial whose dvc experiment is queued or running."""
+
+    trial: optuna.Trial
+    name: str
+    overrides: dict[str, Any]
+    task: str
+    started: float
+    attempts: int = 1
+
+
+class QueueRunner(TempRunner):
+    """Trials as dvc experiments through DVC's queue, ``--jobs`` at a time."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.queue = DvcQueue(self.repo)
+        self.running: dict[int, _Queued] = {}
+
+    def run(self, study: optuna.Study) -> None:
+        """Keep ``--jobs`` trials queued or running until the study counts ``--trials``."""
+        last_start = 0.0
+        while True:
+            self.settle_stale(study)
+            launched = False
+            while (
+                len(self.running) < self.options.jobs
+                and self.remaining(study, len(self.running)) > 0
+            ):
+                self.launch(study)
+                launched = True
+            if not self.running:
+                if self.reached(study):
+                    return
+                self.wait()
+                continue
+            if launched or time.monotonic() - last_start > QUEUE_RESTART_SECONDS:
+                self.queue.start(self.options.jobs)
+                last_start = time.monotonic()
+            self.poll(study)
+            time.sleep(POLL_SECONDS)
+
+    def launch(self, study: optuna.Study) -> None:
+        """Ask for a trial and queue its experiment."""
+        asked = self.ask(study)
+        if asked is None:
+            return
+        trial, overrides = asked
+        name = self.name(trial)
+        task = self.queue.enqueue(name, overrides, TRIAL_TARGET)
+        self.running[trial.number] = _Queued(trial, name, overrides, task, time.monotonic())
+        say(f"{name}: queued  {short(overrides)}")
+
+    def poll(self, study: optuna.Study) -> None:
+        """Settle the trials whose task finished, was lost or ran past its time."""
+        tasks = {task.task: task for task in self.queue.tasks()}
+        for number, entry in list(self.running.items()):
+            task = tasks.get(entry.task)
+            timeout = self.params.tune.trial_timeout
+            if task is not None and task.status not in (SUCCESS, FAILED):
+                if time.monotonic() - entry.started <= timeout:
+                    continue
+                self.queue.kill(entry.task)
+                result = RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
+            else:
+                result = self.task_result(entry, task.status if task else None)
+            del self.running[number]
+            if should_retry(result, entry.attempts):
+                say(f"{entry.name}: {result.reason}; retrying once")
+                retry = self.queue.enqueue(entry.name, entry.overrides, TRIAL_TARGET)
+                self.running[number] = _Queued(
+                    entry.trial, entry.name, entry.overrides, retry, time.monotonic(), 2
+                )
+            else:
+                self.settle(study, entry.trial, entry.name, result)
+
+    def task_result(self, entry: _Queued, status: str | None) -> RunResult:
+        """A finished (or vanished) task's outcome; an experiment that exists is DONE."""
+        if experiment_metrics(self.repo, entry.name) is not None:
+            return RunResult(Outcome.DONE)
+        if status == FAILED:
+            return classify_failure(self.queue.log(entry.task))
+        if status == SUCCESS:
+            return RunResult(Outcome.LOST, "dvc reported success but no experiment")
+        return RunResult(Outcome.LOST, "the dvc queue lost the task")
+
+    def stop(self, study: optuna.Study) -> None:
+        """Ctrl-C: kill or unqueue every trial of ours; record them as interrupted."""
+        for entry in self.running.values():
+            self.queue.kill(entry.task)
+            self.queue.remove(entry.task)
+        self.interrupted(study, [entry.trial for entry in self.running.values()])
+        self.running.clear()
+
+
+class InProcessRunner(Runner):
+    """Trials trained in this process on data/prepared: no dvc experiments (benchmarks)."""
+
+    current: optuna.Trial | None = None
+
+    def run(self, study: optuna.Study) -> None:
+        """Train and evaluate trials here until the study counts ``--trials``."""
+        while self.remaining(study, 0) > 0:
+            asked = self.ask(study)
+            if asked is None:
+                continue
+            self.current, overrides = asked
+            try:
+                with contextlib.redirect_stdout(io.StringIO()):
+                    metrics = self.train_and_evaluate(overrides)
+            except VisiontuneError as exc:
+                self.fail(study, self.current, str(exc))
+                continue
+            self.complete(study, self.current, metrics)
+        self.current = None
+
+    def train_and_evaluate(self, overrides: dict[str, Any]) -> dict[str, float]:
+        """The train and evaluate stages' work for one trial, without dvc."""
+        from visiontune.checkpoint import save_checkpoint
+        from visiontune.evaluation import evaluate
+        from visiontune.training import fit
+
+        params = with_overrides(self.params, overrides)
+        prepared = self.repo / PREPARED
+        fitted = fit(params, prepared)
+        with tempfile.TemporaryDirectory() as tmp:
+            model_path = Path(tmp) / "model.pt"
+            save_checkpoint(model_path, fitted.model, fitted.meta)
+            tested = evaluate(params, model_path, prepared, Path(tmp) / "m.json", Path(tmp))
+        nested = {**fitted.summary(), **tested}
+        return {k: v for k, v in flatten(nested) if isinstance(v, (int, float))}
+
+    def stop(self, study: optuna.Study) -> None:
+        """Ctrl-C: the trial in hand is recorded as interrupted."""
+        if self.current is not None:
+            self.interrupted(study, [self.current])

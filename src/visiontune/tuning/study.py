@@ -1,0 +1,117 @@
+"""Optuna storage and the study: opened (or created) with explicitly configured samplers."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from visiontune.errors import VisiontuneError, first_line
+from visiontune.params import OBJECTIVES, Params
+from visiontune.tuning.options import TuneOptions
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage at ``url``, heartbeats every ``heartbeat`` s; one-line errors."""
+    import optuna
+    import sqlalchemy.exc
+
+    _quiet_optuna()
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    engine_url = url
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg (3); the project installs psycopg2.
+        engine_url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    error: Exception | None = None
+    for _ in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                engine_url,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat if heartbeat else None,
+                engine_kwargs={"pool_pre_ping": True},
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Workers opening an empty database at once race to create Optuna's tables:
+            # the losers find them there when they try again.
+            error = exc
+            time.sleep(1)
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
+            error = exc
+            break
+    raise VisiontuneError(f"cannot open Optuna storage {url}: {first_line(error)}") from None
+
+
+def open_study(
+    params: Params, options: TuneOptions, storage: optuna.storages.BaseStorage | None = None
+) -> optuna.Study:
+    """Load or create the study in ``storage`` (else ``options.storage``), with an explicitly
+    configured sampler."""
+    import optuna
+
+    if storage is None:
+        storage = open_storage(options.storage, params.tune.heartbeat)
+    try:
+        previous = len(optuna.load_study(study_name=options.study, storage=storage).trials)
+    except KeyError:
+        previous = 0
+    direction = OBJECTIVES[params.tune.metric]
+    try:
+        study = optuna.create_study(
+            study_name=options.study,
+            storage=storage,
+            sampler=_sampler(params, options, previous),
+            direction=direction,
+            load_if_exists=True,
+        )
+    except ValueError as exc:
+        raise VisiontuneError(f"study {options.study}: {exc}") from None
+    if study.direction.name.lower() != direction:
+        raise VisiontuneError(
+            f"study {options.study} was created to {study.direction.name.lower()} but "
+            f"tune.metric={params.tune.metric} needs {direction}; use another --study"
+        )
+    study.set_user_attr("metric", params.tune.metric)
+    return study
+
+
+def _quiet_optuna() -> None:
+    """Optuna's own info lines and warnings that do not concern users of the tuner."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Heartbeats are ours to record: trials run outside Study.optimize, as experiments.
+    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def shared(url: str) -> bool:
+    """A database server, which several workers on several machines may share; not SQLite."""
+    return not url.startswith("sqlite:")
+
+
+def _sampler(params: Params, options: TuneOptions, previous: int) -> optuna.samplers.BaseSampler:
+    """TPE (or random) with every option set: defaults change between Optuna versions.
+
+    A resumed study must not replay its first draws. In a database server, workers that
+    start together would also draw the same points: there each worker seeds from fresh
+    entropy (timing decides which worker gets which trial, so no seed reproduces it).
+    """
+    import optuna
+
+    seed = None if shared(options.storage) else params.tune.seed + previous
+    if options.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed,
+        multivariate=params.tune.multivariate,
+        n_startup_trials=params.tune.n_startup_trials,
+        constant_liar=options.jobs > 1 or shared(options.storage),
+        n_ei_candidates=24,
+    )

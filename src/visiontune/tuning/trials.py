@@ -1,0 +1,147 @@
+"""What every runner does with trials: ask for one, complete it, fail it, settle the trials
+of tuners that died. :meth:`Runner.complete` is the one way a trial gets its value."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visiontune.errors import VisiontuneError
+from visiontune.experiments import experiment_metrics
+from visiontune.params import Params, with_overrides
+from visiontune.tuning import accounting
+from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
+from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
+from visiontune.tuning.liveness import Liveness
+from visiontune.tuning.options import POLL_SECONDS, TuneOptions
+from visiontune.tuning.space import suggest
+from visiontune.tuning.summary import say, short
+
+if TYPE_CHECKING:
+    import optuna
+
+# Metrics every settled trial records as user attributes (the study optimises one of them).
+RECORDED = ("val.acc", "val.loss", "test.acc", "test.loss")
+
+
+class Runner:
+    """Asks, completes and fails trials of one study for one tuner; subclasses run them."""
+
+    def __init__(
+        self,
+        params: Params,
+        options: TuneOptions,
+        repo: Path,
+        storage: optuna.storages.RDBStorage,
+        study: optuna.Study,
+    ):
+        self.params = params
+        self.options = options
+        self.repo = repo
+        self.metric = params.tune.metric
+        threads = max(1, (os.cpu_count() or 1) // options.jobs)
+        self.fixed = {"train.threads": threads, **options.fixed}
+        self.liveness = Liveness(storage, study)
+        self.worker = f"{socket.gethostname()}:{repo.resolve()}"
+        self.waiting = False
+
+    def name(self, trial: optuna.Trial) -> str:
+        return f"{self.options.study}-{trial.number}"
+
+    def ask(self, study: optuna.Study) -> tuple[optuna.Trial, dict[str, Any]] | None:
+        """A new trial and its params; a surplus trial or a refused combination fails at once."""
+        trial = study.ask()
+        self.liveness.start(trial.number)  # from now on, staleness is watched
+        trial.set_user_attr(WORKER, self.worker)
+        if accounting.surplus(study, trial.number, self.options.trials):
+            self.fail(study, trial, SURPLUS)
+            return None
+        values = {**self.fixed, **suggest(trial, self.params.tune.space)}
+        try:
+            with_overrides(self.params, values)
+        except VisiontuneError as exc:  # e.g. a sampled combination the schema refuses
+            self.fail(study, trial, str(exc))
+            return None
+        return trial, values
+
+    def complete(self, study: optuna.Study, trial: optuna.Trial, metrics: dict[str, float]) -> bool:
+        """Tell the study ``trial``'s value from its experiment's metrics, recording
+        :data:`RECORDED` as user attributes; a trial without a finite value fails instead.
+        Returns whether it completed."""
+        value = metrics.get(self.metric)
+        if value is None or not math.isfinite(value):
+            self.fail(study, trial, f"the experiment wrote no finite {self.metric}")
+            return False
+        for key in RECORDED:
+            if key in metrics:
+                trial.set_user_attr(key, metrics[key])
+        study.tell(trial, value)
+        self.liveness.stop(trial.number)
+        say(f"{self.name(trial)}: {self.metric} {value:.4f}  {short(trial.params)}")
+        return True
+
+    def fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
+        """Record ``trial`` as FAIL; it counts toward --trials unless ``reason`` says it was
+        stopped from outside (:data:`~visiontune.tuning.accounting.NOT_COUNTED`)."""
+        from optuna.trial import TrialState
+
+        trial.set_user_attr(REASON, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        self.liveness.stop(trial.number)
+        note = ", not counted" if reason in accounting.NOT_COUNTED else ""
+        say(f"{self.name(trial)}: FAIL ({reason}{note})")
+
+    def interrupted(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        """Record trials stopped by Ctrl-C as FAIL that does not count toward --trials."""
+        for trial in trials:
+            self.fail(study, trial, accounting.INTERRUPTED)
+        say(f"stopped: {len(trials)} running trial(s) recorded as interrupted")
+
+    def remaining(self, study: optuna.Study, in_flight: int) -> int:
+        return accounting.remaining(study, self.options.trials, in_flight)
+
+    def reached(self, study: optuna.Study) -> bool:
+        return accounting.reached(study, self.options.trials)
+
+    def wait(self) -> None:
+        """Nothing to start, but other workers' trials run: they may yet fail or go stale."""
+        if not self.waiting:
+            say("waiting for the trials other workers run")
+            self.waiting = True
+        time.sleep(POLL_SECONDS)
+
+    def settle_stale(self, study: optuna.Study) -> None:
+        """Trials whose tuner died: complete any that finished as experiments here, fail the
+        rest (not counted).
+
+        A dead worker's trial from another clone has no experiment here: it is failed, and
+        the orphaned ``dvc exp run`` of that worker, if its machine still runs it, no longer
+        matters. Another tuner may settle a trial first: Optuna then refuses the update.
+        """
+        import optuna
+
+        stale = self.liveness.stale()
+        queue = DvcQueue(self.repo) if stale else None
+        for number in stale:
+            trial = optuna.Trial(study, self.liveness.trial_id(number))
+            name = self.name(trial)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                metrics = experiment_metrics(self.repo, name)
+                if metrics is not None and self._finite(metrics):
+                    say(f"{name}: recovered from its finished experiment")
+                    self.complete(study, trial, metrics)
+                    continue
+                for task in queue.tasks():  # the dead tuner's experiment: stop it
+                    if task.name == name and task.status in (QUEUED, RUNNING):
+                        queue.kill(task.task)
+                        queue.remove(task.task)
+                self.fail(study, trial, accounting.STALE)
+
+    def _finite(self, metrics: dict[str, float]) -> bool:
+        value = metrics.get(self.metric)
+        return value is not None and math.isfinite(value)
