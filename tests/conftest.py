@@ -107,3 +107,21 @@ def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     path = tmp_path_factory.mktemp("model") / "model.pt"
     save_checkpoint(path, fitted.model, fitted.meta)
     return path
+
+
+@pytest.fixture(scope="session")
+def baseline(tmp_path_factory: pytest.TempPathFactory):
+    """The project shrunk for tests (TUNE), its pipeline run up to evaluate and committed:
+    where most end-to-end tests start. They work in clones of it (``baseline_clone``)."""
+    from helpers.dvc_repo import TUNE, DvcRepo
+
+    repo = DvcRepo.copy_of_project(tmp_path_factory.mktemp("baseline") / "repo", TUNE)
+    repo.dvc("repro", "evaluate")
+    repo.commit("baseline")
+    return repo
+
+
+@pytest.fixture
+def baseline_clone(baseline, tmp_path: Path):
+    """A clone of :func:`baseline` with a copy of its DVC cache, outputs checked out."""
+    return baseline.clone_with_cache(tmp_path / "repo")

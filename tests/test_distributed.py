@@ -19,10 +19,10 @@ from pathlib import Path
 
 import optuna
 import pytest
-from dvc_repo import DvcRepo
+from helpers.dvc_repo import SPACE, DvcRepo
+from helpers.postgres import NOT_FOUND, Postgres, postgres_server, server_bin_dir
+from helpers.servers import wait_for
 from optuna.trial import TrialState
-from postgres import NOT_FOUND, Postgres, postgres_server, server_bin_dir
-from test_tuning import SPACE, TUNE, wait_for
 
 from visiontune.params import parse_params
 from visiontune.tuning import TuneOptions, open_storage, open_study
@@ -145,20 +145,20 @@ def test_workers_of_a_shared_study_draw_different_points(
 
 
 @pytest.fixture(scope="module")
-def machines(tmp_path_factory: pytest.TempPathFactory) -> tuple[DvcRepo, DvcRepo]:
+def machines(
+    baseline: DvcRepo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[DvcRepo, DvcRepo]:
     """Two clones of the project, as on two machines: the first ran the pipeline and pushed
     its data to a shared dvc remote; the second is a `git clone` of it that pulled the data."""
     root = tmp_path_factory.mktemp("machines")
     remote = str(root / "dvc-remote")
-    first = DvcRepo.copy_of_project(root / "first", TUNE)
-    first.dvc("repro", "evaluate")
-    first.commit("baseline")
+    first = baseline.clone_with_cache(root / "first")
     first.dvc("remote", "add", "--local", "shared", remote)
     first.dvc("push", "-r", "shared")
     first.git("clone", "-q", str(first.path), str(root / "second"))
     second = DvcRepo(root / "second")
     second.dvc("remote", "add", "--local", "shared", remote)
-    second.dvc("pull", "-r", "shared")
+    second.dvc("pull", "-r", "shared", "evaluate")  # what the first machine built and pushed
     assert second.run("git", "status", "--porcelain").stdout == ""
     return first, second
 

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dvc_repo import SHRINK, DvcRepo
+from helpers.dvc_repo import SHRINK, DvcRepo
 
 pytestmark = pytest.mark.slow
 
@@ -65,56 +65,56 @@ def test_a_fresh_clone_runs_every_command_offline_and_quietly(origin: Path, tmp_
 
 
 @pytest.fixture(scope="module")
-def baseline(origin: Path, tmp_path_factory: pytest.TempPathFactory) -> DvcRepo:
-    """A clone whose pipeline ran once, committed: the baseline of the experiments below."""
-    repo = DvcRepo.clone(origin, tmp_path_factory.mktemp("baseline") / "repo")
-    assert "4 reused" not in repo.dvc("repro").stdout
+def pipeline(baseline: DvcRepo, tmp_path_factory: pytest.TempPathFactory) -> DvcRepo:
+    """A clone whose whole pipeline ran once, committed: the experiments below start here."""
+    repo = baseline.clone_with_cache(tmp_path_factory.mktemp("pipeline") / "repo")
+    assert "4 cells, 0 failed, 0 reused" in repo.dvc("repro").stdout
     repo.commit("baseline")
     return repo
 
 
-def test_the_sweep_retrains_only_cells_whose_result_can_change(baseline: DvcRepo):
+def test_the_sweep_retrains_only_cells_whose_result_can_change(pipeline: DvcRepo):
     """The sweep's x axis is model.lr: no cell depends on it; every cell on model.dropout."""
-    grid = baseline.path / "plots" / "sweep" / "grid.json"
+    grid = pipeline.path / "plots" / "sweep" / "grid.json"
     before = json.loads(grid.read_text())
-    lr = baseline.dvc("exp", "run", "-n", "sweep-lr", "-S", "model.lr=0.05")
+    lr = pipeline.dvc("exp", "run", "-n", "sweep-lr", "-S", "model.lr=0.05")
     assert "Running stage 'sweep'" in lr.stdout and "4 cells, 0 failed, 4 reused" in lr.stdout
     assert json.loads(grid.read_text()) == before
 
-    dropout = baseline.dvc("exp", "run", "-n", "sweep-dropout", "-S", "model.dropout=0.3")
+    dropout = pipeline.dvc("exp", "run", "-n", "sweep-dropout", "-S", "model.dropout=0.3")
     assert "4 cells, 0 failed, 0 reused" in dropout.stdout
     assert json.loads(grid.read_text()) != before
-    baseline.git("checkout", "-q", "--", "params.yaml")  # back to the baseline's params
-    baseline.dvc("exp", "apply", "sweep-lr")  # the workspace holds sweep-lr's outputs again
+    pipeline.git("checkout", "-q", "--", "params.yaml")  # back to the baseline's params
+    pipeline.dvc("exp", "apply", "sweep-lr")  # the workspace holds sweep-lr's outputs again
     assert json.loads(grid.read_text()) == before
 
     # The sweep's numbers are not experiment metrics: a run that stops at evaluate shows none.
-    short = baseline.dvc("exp", "run", "-n", "no-sweep", "evaluate", "-S", "model.lr=0.07")
+    short = pipeline.dvc("exp", "run", "-n", "no-sweep", "evaluate", "-S", "model.lr=0.07")
     assert "Running stage 'sweep'" not in short.stdout
-    for row in baseline.experiments().values():
+    for row in pipeline.experiments().values():
         assert not [name for name in row["metrics"] if "sweep" in name], row["metrics"]
 
 
-def test_a_repeated_experiment_is_restored_from_the_run_cache(baseline: DvcRepo):
+def test_a_repeated_experiment_is_restored_from_the_run_cache(pipeline: DvcRepo):
     """Through the workspace, --temp and the queue: the second identical run trains nothing."""
-    run = baseline.dvc("exp", "run", "-n", "ws-a", "evaluate", "-S", "model.lr=0.04")
+    run = pipeline.dvc("exp", "run", "-n", "ws-a", "evaluate", "-S", "model.lr=0.04")
     assert "Running stage 'train'" in run.stdout
-    baseline.dvc("exp", "run", "-n", "ws-b", "evaluate", "-S", "model.lr=0.03")
-    again = baseline.dvc("exp", "run", "-n", "ws-c", "evaluate", "-S", "model.lr=0.04")
+    pipeline.dvc("exp", "run", "-n", "ws-b", "evaluate", "-S", "model.lr=0.03")
+    again = pipeline.dvc("exp", "run", "-n", "ws-c", "evaluate", "-S", "model.lr=0.04")
     assert f"Stage 'train' {CACHED}" in again.stdout and "Running stage" not in again.stdout
-    rows = baseline.experiments()
+    rows = pipeline.experiments()
     assert rows["ws-c"]["metrics"] == rows["ws-a"]["metrics"]
 
     for name in ("temp-a", "temp-b"):
-        temp = baseline.dvc("exp", "run", "--temp", "-n", name, "evaluate", "-S", "model.lr=0.06")
+        temp = pipeline.dvc("exp", "run", "--temp", "-n", name, "evaluate", "-S", "model.lr=0.06")
     assert f"Stage 'train' {CACHED}" in temp.stdout, temp.stdout
 
     for name in ("queue-a", "queue-b"):
-        baseline.dvc("exp", "run", "--queue", "-n", name, "evaluate", "-S", "model.lr=0.08")
-    baseline.start_queue(jobs=1)
-    baseline.wait_for_queue(timeout=300)
-    logs = [baseline.dvc("queue", "logs", name).stdout for name in ("queue-a", "queue-b")]
+        pipeline.dvc("exp", "run", "--queue", "-n", name, "evaluate", "-S", "model.lr=0.08")
+    pipeline.start_queue(jobs=1)
+    pipeline.wait_for_queue(timeout=300)
+    logs = [pipeline.dvc("queue", "logs", name).stdout for name in ("queue-a", "queue-b")]
     assert sum(f"Stage 'train' {CACHED}" in log for log in logs) == 1, logs
-    rows = baseline.experiments()
+    rows = pipeline.experiments()
     assert rows["queue-a"]["metrics"] == rows["queue-b"]["metrics"]
     assert rows["temp-a"]["metrics"] == rows["temp-b"]["metrics"]

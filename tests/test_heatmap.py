@@ -8,7 +8,6 @@ import math
 import sys
 
 import pytest
-from dvc_repo import SHRINK, DvcRepo
 
 from visiontune.heatmap import Cell, aggregate, write_heatmap
 
@@ -51,8 +50,8 @@ def test_the_html_heatmap_is_annotated_in_grid_order(tmp_path):
 
 
 @pytest.mark.slow
-def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(tmp_path):
-    repo = DvcRepo.copy_of_project(tmp_path / "repo", SHRINK)
+def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
+    repo = baseline_clone
     assert "Running stage 'sweep'" in repo.dvc("repro").stdout
     assert len(json.loads((repo.path / "plots" / "sweep" / "grid.json").read_text())) == 4
     plots = json.loads(repo.dvc("plots", "show", "--json").stdout)["data"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dvc_repo import SHRINK, DvcRepo
+from helpers.dvc_repo import SHRINK, DvcRepo
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,8 @@ def test_repro_is_complete_reproducible_and_then_a_no_op(dvc_repo):
     assert dvc_repo.read_outputs() == first
 
 
-def test_changing_model_lr_reruns_only_the_stages_that_read_it(dvc_repo):
+def test_changing_model_lr_reruns_only_the_stages_that_read_it(baseline_clone):
+    dvc_repo = baseline_clone
     dvc_repo.dvc("repro")
     dvc_repo.set_param("model", "lr", 0.02)
     result = dvc_repo.dvc("repro")
@@ -55,7 +56,8 @@ def test_bad_param_fails_the_run_with_one_line(dvc_repo):
     assert "Traceback" not in result.stderr
 
 
-def test_queued_experiments_run_and_compare(dvc_repo):
+def test_queued_experiments_run_and_compare(baseline_clone):
+    dvc_repo = baseline_clone
     dvc_repo.dvc("repro")
     dvc_repo.commit("baseline")
     dvc_repo.dvc("exp", "run", "--queue", "-n", "lr-high", "-S", "model.lr=0.02")

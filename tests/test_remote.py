@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dvc_repo import SHRINK, DvcRepo
-from gcs import GcsEmulator, gcs_emulator, remote_url
-from servers import free_port
+from helpers.dvc_repo import SHRINK, DvcRepo
+from helpers.gcs import GcsEmulator, gcs_emulator, remote_url
+from helpers.servers import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from dvc_repo import SHRINK, DvcRepo
+from helpers.dvc_repo import DvcRepo
 from PIL import Image
 
 from visiontune.experiments import Experiment
@@ -67,10 +67,8 @@ def test_outside_a_dvc_repository_the_report_fails_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(tmp_path):
-    repo = DvcRepo.copy_of_project(tmp_path / "repo", SHRINK)
-    repo.dvc("repro", "evaluate")
-    repo.commit("baseline")
+def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(baseline_clone):
+    repo = baseline_clone
 
     _report(repo.path)
     text = (repo.path / "report.md").read_text()

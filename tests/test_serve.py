@@ -21,9 +21,9 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from helpers.servers import free_port, stop
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from servers import free_port, stop
 
 from visiontune.batches import Normalizer, evaluate_split
 from visiontune.checkpoint import load_checkpoint

@@ -10,7 +10,8 @@ import time
 
 import optuna
 import pytest
-from dvc_repo import SHRINK, DvcRepo
+from helpers.dvc_repo import SPACE, TUNE, DvcRepo
+from helpers.servers import wait_for
 from optuna.trial import TrialState
 
 from visiontune.params import parse_params
@@ -18,22 +19,12 @@ from visiontune.tuning import TuneOptions, open_study
 from visiontune.tuning.accounting import REASON, counted
 from visiontune.tuning.space import suggest
 
-# A cheap space and quick liveness marks, so that trials and staleness take seconds.
-SPACE = {
-    "model.lr": {"type": "float", "low": 0.003, "high": 0.05, "log": True},
-    "model.dropout": {"type": "float", "low": 0.0, "high": 0.3},
-}
-TUNE = {**SHRINK, "tune": {"space": SPACE, "heartbeat": 2, "n_startup_trials": 2}}
-
 
 @pytest.fixture
-def tune_repo(tmp_path):
-    """A copy of the project whose pipeline ran once, committed: trials run train+evaluate."""
-    repo = DvcRepo.copy_of_project(tmp_path / "repo", TUNE)
-    repo.dvc("repro", "evaluate")
-    repo.commit("baseline")
-    repo.storage = f"sqlite:///{tmp_path / 'study.db'}"
-    return repo
+def tune_repo(baseline_clone, tmp_path):
+    """A clone of the baseline (pipeline run up to evaluate): trials run train+evaluate."""
+    baseline_clone.storage = f"sqlite:///{tmp_path / 'study.db'}"
+    return baseline_clone
 
 
 def run_tune(repo, *args, check=True):
@@ -244,11 +235,3 @@ def _states(repo) -> list:
         return [t.state for t in load(repo).trials]
     except KeyError:
         return []
-
-
-def wait_for(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        time.sleep(0.5)

@@ -1,9 +1,9 @@
 """Which trials count toward ``--trials``, and how many are still to start.
 
 A trial counts once it is COMPLETE or FAILED by itself (diverged, crashed, timed out).
-Trials stopped from outside (Ctrl-C, a tuner that died, a surplus ask) are recorded as
-FAIL with a reason that says so, and do not count, so a resumed study still gets its full
-number.
+Trials stopped from outside (Ctrl-C, a surplus ask) are recorded as FAIL with a reason that
+says so, and trials whose tuner died as FAIL with no reason; neither counts, so a resumed
+study still gets its full number.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ if TYPE_CHECKING:
 REASON = "fail_reason"  # user attr of a FAIL that counts, unless absent or one of these:
 INTERRUPTED = "interrupted"  # stopped by Ctrl-C
 SURPLUS = "surplus"  # asked while other workers' trials already reached --trials
-STALE = "its tuner stopped"  # the tuner running it died (its heartbeat went stale)
-NOT_COUNTED = (INTERRUPTED, SURPLUS, STALE)
+NOT_COUNTED = (INTERRUPTED, SURPLUS)  # and no reason at all: its tuner died (went stale)
 WORKER = "worker"  # user attr: host and clone of the tuner that ran the trial
 
 

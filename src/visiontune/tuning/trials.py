@@ -124,6 +124,7 @@ class Runner:
         matters. Another tuner may settle a trial first: Optuna then refuses the update.
         """
         import optuna
+        from optuna.trial import TrialState
 
         stale = self.liveness.stale()
         queue = DvcQueue(self.repo) if stale else None
@@ -140,7 +141,8 @@ class Runner:
                     if task.name == name and task.status in (QUEUED, RUNNING):
                         queue.kill(task.task)
                         queue.remove(task.task)
-                self.fail(study, trial, accounting.STALE)
+                study.tell(trial, state=TrialState.FAIL)  # no reason: it did not fail by itself
+                say(f"{name}: its tuner stopped; recorded as FAIL (not counted)")
 
     def _finite(self, metrics: dict[str, float]) -> bool:
         value = metrics.get(self.metric)

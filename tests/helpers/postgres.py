@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from servers import free_port
+from helpers.servers import free_port
 
 NOT_FOUND = (
     "PostgreSQL server binaries not found (Debian package postgresql); .ci/run installs them"

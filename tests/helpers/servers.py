@@ -1,9 +1,12 @@
-"""What the tests that start a server on loopback share: a free port, a clean stop."""
+"""What the tests that start servers and background processes share: a free port on
+loopback, a clean stop, waiting for a condition."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 
 
 def free_port() -> int:
@@ -21,3 +24,12 @@ def stop(process: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120) -> None:
+    """Poll ``condition`` every half second until it holds; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(0.5)

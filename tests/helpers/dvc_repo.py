@@ -13,13 +13,19 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The real params.yaml, shrunk so that one pipeline run takes seconds.
 SHRINK = {
     "train": {"epochs": 2, "threads": 1},
     "sweep": {"x_values": [0.01, 0.1], "y_values": [8, 16], "epochs": 1},
 }
+# A cheap tune space and quick liveness marks, so that trials and staleness take seconds.
+SPACE = {
+    "model.lr": {"type": "float", "low": 0.003, "high": 0.05, "log": True},
+    "model.dropout": {"type": "float", "low": 0.0, "high": 0.3},
+}
+TUNE = {**SHRINK, "tune": {"space": SPACE, "heartbeat": 2, "n_startup_trials": 2}}
 
 
 class DvcRepo:
@@ -61,6 +67,14 @@ class DvcRepo:
         repo.git("init", "-q", "-b", "main")
         repo.commit("copy of visiontune")
         return repo
+
+    def clone_with_cache(self, path: Path) -> DvcRepo:
+        """Another checkout of this (committed) repository with a copy of its DVC cache and
+        its outputs checked out: it starts where this one is, and shares nothing with it."""
+        clone = DvcRepo.clone(self.path, path)
+        shutil.copytree(self.path / ".dvc" / "cache", path / ".dvc" / "cache")
+        clone.dvc("checkout")
+        return clone
 
     @classmethod
     def clone(cls, source: str | Path, path: Path) -> DvcRepo:

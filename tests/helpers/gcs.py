@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from configobj import ConfigObj
-from dvc_repo import ROOT, DvcRepo
-from servers import free_port, stop
+
+from helpers.dvc_repo import ROOT, DvcRepo
+from helpers.servers import free_port, stop
 
 # gcsfs asks GCS's gRPC control plane for the bucket type first; an emulator has none,
 # and each ask would wait 60 s before gcsfs falls back to the JSON API.

@@ -1,0 +1,1 @@
+"""Helpers the tests share: temp dvc repositories, servers they start, tuning settings."""
