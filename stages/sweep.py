@@ -1,5 +1,5 @@
 """sweep stage: train a grid over two params (cells stored beside DVC's cache are reused);
-write plots/sweep/grid.json and plots/sweep/heatmap.html."""
+write plots/sweep/grid.json, which `dvc plots show` draws as a heatmap."""
 
 from pathlib import Path
 

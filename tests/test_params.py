@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from visiontune.errors import USER_ERROR_EXIT
 from visiontune.params import Params, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,7 +98,7 @@ def test_stage_reports_bad_params_in_one_line(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert result.returncode == 1
+    assert result.returncode == USER_ERROR_EXIT  # a user error: the tuner does not retry it
     assert result.stderr == "error: model.lr must be > 0, got -1\n"
 
 

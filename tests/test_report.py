@@ -36,6 +36,22 @@ def test_runs_are_ranked_by_val_acc_with_runs_without_their_own_last():
     assert [r.name for r in ranked(RUNS)] == ["high", "mid", "low", "failed", "queued"]
 
 
+def test_runs_are_ranked_by_the_tuned_metric_lowest_loss_first():
+    """With tune.metric val.loss the report ranks as the tuner optimises: lowest first."""
+    losses = {"low": 0.9, "high": 0.2, "mid": 0.5}
+    runs = [
+        Experiment(
+            r.name, r.rev, False, r.state, r.params, {**r.metrics, "val.loss": losses[r.name]}
+        )
+        if r.name in losses
+        else r
+        for r in RUNS
+    ]
+    assert [r.name for r in ranked(runs, "val.loss")] == ["high", "mid", "low", "failed", "queued"]
+    table = build_table(runs, top=5, metric="val.loss")
+    assert table.best.name == "high" and table.metric == "val.loss"
+
+
 def test_only_params_that_differ_become_columns():
     assert differing_params(RUNS) == ["model.lr", "sweep.x_values", "model.blocks"]
     assert differing_params(RUNS[2:3] + RUNS[4:]) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 from visiontune.model_meta import ModelMeta
 
 
@@ -29,7 +29,7 @@ def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, 
     except FileNotFoundError:
         raise VisiontuneError(f"{path} not found: run `dvc repro train` first") from None
     except Exception as exc:
-        raise VisiontuneError(f"{path} is not a visiontune model file ({_reason(exc)})") from None
+        raise VisiontuneError(f"{path} is not a visiontune model file ({_refusal(exc)})") from None
     meta = ModelMeta.from_dict(ckpt, path, extra_keys=("state_dict",))
     model = meta.build_model()  # the weights come from the file: never fetch pretrained ones
     model.load_state_dict(ckpt["state_dict"])
@@ -45,12 +45,12 @@ def file_digest(path: Path, algorithm: str) -> str:
     return digest.hexdigest()
 
 
-def _reason(exc: Exception) -> str:
+def _refusal(exc: Exception) -> str:
     """One line of why torch.load failed; its weights-only refusals bury it in advice."""
-    reason = first_line(exc)
-    if reason.startswith("Weights only load failed"):
+    why = reason(exc)
+    if why.startswith("Weights only load failed"):
         advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         detail = [line for line in lines if not line.startswith(advice)]
         return "weights-only loading refused it: " + (detail[0] if detail else "unsafe content")
-    return reason
+    return why

@@ -21,8 +21,13 @@ class VisiontuneError(Exception):
     """A failure caused by input (params, data, network): reported as one line."""
 
 
-def first_line(exc: BaseException) -> str:
-    """The first non-empty line of an exception's message, or its type name if it has none."""
+def reason(exc: BaseException, *, innermost: bool = False) -> str:
+    """The one-line reason of an exception: the first non-empty line of its message, or its
+    type name. With ``innermost``, of the exception at the bottom of its chain (the socket
+    error under a download error, say)."""
+    if innermost:
+        while (inner := exc.__cause__ or exc.__context__) is not None:
+            exc = inner
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 from visiontune.params import Params, SpaceParam
 
 if TYPE_CHECKING:
@@ -101,9 +101,9 @@ class ModelMeta:
                 std=tuple(float(s) for s in data["std"]),
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            reason = f"unknown key {exc}" if isinstance(exc, KeyError) else first_line(exc)
+            why = f"unknown key {exc}" if isinstance(exc, KeyError) else reason(exc)
             raise VisiontuneError(
-                f"{path} is not a visiontune model file (unusable meta: {reason})"
+                f"{path} is not a visiontune model file (unusable meta: {why})"
             ) from None
 
 

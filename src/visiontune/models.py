@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import torch
 from torch import nn
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -156,7 +156,7 @@ def _timm_model(
             raise
         raise VisiontuneError(
             f"model.pretrained=true needs a network to fetch weights for {model.name} "
-            f"({first_line(_root_cause(exc))})"
+            f"({reason(exc, innermost=True)})"
         ) from None
     _probe(timm, net, model.name, channels, image_size)
     return net
@@ -223,12 +223,5 @@ def _size_error(
     else:
         hint = ""
     return VisiontuneError(
-        f"model.name={name} cannot take data.image_size={image_size} ({first_line(exc)}){hint}"
+        f"model.name={name} cannot take data.image_size={image_size} ({reason(exc)}){hint}"
     )
-
-
-def _root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception (e.g. the socket error under a hub download error)."""
-    while exc.__cause__ or exc.__context__:
-        exc = exc.__cause__ or exc.__context__
-    return exc

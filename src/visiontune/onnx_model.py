@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 from visiontune.model_meta import ModelMeta
 
 if TYPE_CHECKING:
@@ -100,7 +100,8 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
         )
     except Exception as exc:  # the exporter's errors span torch.export, onnxscript and onnx
         raise VisiontuneError(
-            f"cannot export {model_path} ({meta.params.model.name}) to ONNX: {_reason(exc)}"
+            f"cannot export {model_path} ({meta.params.model.name}) to ONNX: "
+            f"{reason(exc, innermost=True)}"
         ) from None
     proto = program.model_proto
     for node in proto.graph.node:
@@ -200,7 +201,9 @@ class OnnxModel:
                 str(path), options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own exception types per failure
-            raise VisiontuneError(f"{path} is not an ONNX model ({_reason(exc)})") from None
+            raise VisiontuneError(
+                f"{path} is not an ONNX model ({reason(exc, innermost=True)})"
+            ) from None
         text = self._session.get_modelmeta().custom_metadata_map.get(META_KEY)
         exported = ExportMeta.from_json(text, path)
         self.meta, self.quantized = exported.model, exported.quantized
@@ -228,7 +231,9 @@ def _file_meta(path: Path) -> ExportMeta:
     except FileNotFoundError:
         raise VisiontuneError(f"{path} not found") from None
     except Exception as exc:  # protobuf's DecodeError and onnx's own errors
-        raise VisiontuneError(f"{path} is not an ONNX model ({_reason(exc)})") from None
+        raise VisiontuneError(
+            f"{path} is not an ONNX model ({reason(exc, innermost=True)})"
+        ) from None
     props = {prop.key: prop.value for prop in proto.metadata_props}
     return ExportMeta.from_json(props.get(META_KEY), path)
 
@@ -259,10 +264,3 @@ def _quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
-
-
-def _reason(exc: BaseException) -> str:
-    """The first non-empty line of the innermost exception's message, or its type name."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    return first_line(exc)

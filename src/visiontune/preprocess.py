@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 from visiontune.params import DataParams
 from visiontune.paths import write_json
 
@@ -234,7 +234,7 @@ def _load_all(refs: list, load: Loader, unreadable: list[tuple[str, str]]) -> li
         try:
             tensors.append(load(ref))
         except _UNREADABLE as exc:
-            unreadable.append((str(ref), first_line(exc)))
+            unreadable.append((str(ref), reason(exc)))
     return tensors
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 from visiontune.experiments import Experiment, list_experiments
 from visiontune.params import OBJECTIVES
 from visiontune.paths import DEFAULT_STORAGE, SWEEP_GRID, TRAIN_SERIES
@@ -267,7 +267,7 @@ def _load_study(url: str, name: str, *, required: bool) -> Any:
             raise VisiontuneError(f"no Optuna study {name!r} in {url}") from None
         return None
     except Exception as exc:  # a bad URL or an unreachable database: one line
-        raise VisiontuneError(f"cannot open Optuna storage {url}: {first_line(exc)}") from None
+        raise VisiontuneError(f"cannot open Optuna storage {url}: {reason(exc)}") from None
 
 
 def _complete_trials(study: Any) -> list[tuple[int, float]]:

@@ -7,7 +7,6 @@ training and evaluation.
 """
 
 import os
-import subprocess
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from visiontune import __version__
 from visiontune.checkpoint import file_digest
+from visiontune.errors import VisiontuneError
 from visiontune.predictors import Predictor, load_predictor
 from visiontune.serving_input import (
     FORMATS,
@@ -30,6 +30,7 @@ from visiontune.serving_input import (
     refuse_decompression_bombs,
 )
 from visiontune.serving_metrics import MetricsMiddleware, ServingMetrics
+from visiontune.tools import run_tool
 
 DEFAULT_MAX_BYTES = 10 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -237,12 +238,21 @@ def model_revision(path: Path, md5: str | None) -> str | None:
         return revision
     if md5 is None:
         return None
-    command = ["git", "log", "--all", "--format=%H", "-S", md5, "--", ":(top)dvc.lock"]
     try:
-        result = subprocess.run(
-            command, cwd=Path(path).resolve().parent, capture_output=True, text=True, timeout=30
+        result = run_tool(
+            "git",
+            "log",
+            "--all",
+            "--format=%H",
+            "-S",
+            md5,
+            "--",
+            ":(top)dvc.lock",
+            cwd=Path(path).resolve().parent,
+            check=False,
+            timeout=30,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except VisiontuneError:  # no git, or it hung: the revision is unknown
         return None
     commits = result.stdout.split() if result.returncode == 0 else []
     return commits[-1] if commits else None

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from visiontune.errors import VisiontuneError
+from visiontune.errors import VisiontuneError, reason
 from visiontune.paths import write_json
 
 if TYPE_CHECKING:
@@ -168,7 +168,7 @@ def _write_torchvision(name: str, out: Path, root: Path) -> dict:
             parts = [dataset_class(root=root, download=True, **split) for split in splits]
     except (OSError, RuntimeError) as exc:
         raise VisiontuneError(
-            f"data.source={name} needs a network to download ({_last_line(exc)}); "
+            f"data.source={name} needs a network to download ({reason(exc, innermost=True)}); "
             f"put the files under {root} or pick an offline source: {', '.join(OFFLINE_SOURCES)}"
         ) from None
     if hasattr(parts[0], "_image_files"):  # variable-size images (flowers102): keep the files
@@ -223,15 +223,6 @@ def _copy_dataset_files(parts: list[Any], out: Path) -> dict:
 def _class_names(dataset: Any, labels: np.ndarray) -> list[str]:
     names = getattr(dataset, "classes", None)
     return [str(name) for name in names] if names else [str(i) for i in range(labels.max() + 1)]
-
-
-def _last_line(exc: BaseException) -> str:
-    """The most specific line of a (possibly multi-line) exception message."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return lines[-1] if lines else type(exc).__name__
-
-
-# --- folders, archives and URLs -------------------------------------------------------
 
 
 def _fetch(url: str, target: Path) -> None:

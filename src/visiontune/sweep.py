@@ -20,7 +20,6 @@ from typing import Any
 from tqdm import tqdm
 
 from visiontune.cell_store import CellStore
-from visiontune.heatmap import aggregate, write_heatmap
 from visiontune.params import OBJECTIVES, Params, with_overrides
 
 # Metrics kept per cell. grid.json rows hold the cell's params as "x" and "y", sweep.metric
@@ -32,8 +31,9 @@ METRICS = ("val.acc", "val.loss", "train.acc", "train.loss")
 def run_sweep(
     params: Params, prepared_dir: Path, out_dir: Path, store: CellStore | None = None
 ) -> dict[str, Any]:
-    """Train the grid (reusing cells found in ``store``); write ``grid.json`` and
-    ``heatmap.html`` to ``out_dir``; return the summary (best cell, cells, failed, reused)."""
+    """Train the grid (reusing cells found in ``store``); write ``grid.json`` to ``out_dir``
+    (`dvc plots show` draws it as a heatmap); return the summary (best cell, cells, failed,
+    reused)."""
     sweep = params.sweep
     cells = list(itertools.product(sweep.x_values, sweep.y_values))
     rows = []
@@ -60,14 +60,6 @@ def run_sweep(
     out_dir.mkdir(parents=True, exist_ok=True)
     lines = ",\n".join(f"  {json.dumps(row)}" for row in rows)
     (out_dir / "grid.json").write_text(f"[\n{lines}\n]\n")
-    grid = aggregate(
-        ({sweep.x: r["x"], sweep.y: r["y"], sweep.metric: r["value"]} for r in rows),
-        x=sweep.x,
-        y=sweep.y,
-        metric=sweep.metric,
-    )
-    title = f"sweep: {sweep.metric} by {sweep.x} and {sweep.y} (sweep.epochs={sweep.epochs})"
-    write_heatmap(grid, out_dir / "heatmap.html", title)
     return {
         "best": best and {sweep.x: best["x"], sweep.y: best["y"], sweep.metric: best["value"]},
         "cells": len(rows),

@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visiontune.errors import VisiontuneError, first_line
+from visiontune.errors import VisiontuneError, reason
 from visiontune.params import OBJECTIVES, Params
 from visiontune.tuning.options import TuneOptions
 
@@ -45,7 +45,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as exc:
             error = exc
             break
-    raise VisiontuneError(f"cannot open Optuna storage {url}: {first_line(error)}") from None
+    raise VisiontuneError(f"cannot open Optuna storage {url}: {reason(error)}") from None
 
 
 def open_study(
