@@ -218,7 +218,11 @@ def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
 
 
 def start_tuner(repo, *args: str) -> subprocess.Popen:
-    """``visiontune tune`` in the background, its output captured."""
+    """``visiontune tune`` in the background, its output captured, Ctrl-C as on a terminal.
+
+    pytest-xdist's workers ignore SIGINT, and a child inherits that (Python then never
+    raises KeyboardInterrupt): the tuner gets the default disposition back.
+    """
     command = [sys.executable, "-m", "visiontune", "tune", "--storage", repo.storage, *args]
     return subprocess.Popen(
         command,
@@ -227,6 +231,7 @@ def start_tuner(repo, *args: str) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
