@@ -1,5 +1,6 @@
-"""Heatmaps: averaging repeated cells, the text table and HTML, and `visiontune heatmap`
-over real queued dvc experiments (with the sweep stage and its DVC plot on the way)."""
+"""Heatmaps: averaging repeated cells, the text table and HTML, which experiments compare
+as equals, and `visiontune heatmap` over real queued dvc experiments (with the sweep stage
+and its DVC plot on the way)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ import sys
 
 import pytest
 
-from visiontune.heatmap import Cell, aggregate, write_heatmap
+from visiontune.comparable import select_comparable
+from visiontune.errors import VisiontuneError
+from visiontune.experiments import Experiment, parse_exp_show
+from visiontune.heatmap import Cell, aggregate, heatmap_from_experiments, write_heatmap
 
 ROWS = [
     {"lr": 0.1, "width": 8, "acc": 0.9},
@@ -49,6 +53,98 @@ def test_the_html_heatmap_is_annotated_in_grid_order(tmp_path):
         assert text in html
 
 
+def experiment(
+    lr: float, dropout: float, *, epochs: int = 2, ran: int | None = None, **other: object
+) -> Experiment:
+    """A finished run as ``list_experiments`` gives it; ``other`` sets params by dotted name
+    with ``_`` for ``.`` (``model_width=32``), ``ran`` the epochs it ran (default all)."""
+    params = {"model.lr": lr, "model.dropout": dropout, "model.width": 16, "train.epochs": epochs}
+    params.update({"train.threads": 0, "train.device": "auto", "tune.seed": 0, "sweep.epochs": 4})
+    params.update({name.replace("_", ".", 1): value for name, value in other.items()})
+    metrics = {"val.acc": lr * 10 + dropout, "epochs": epochs if ran is None else ran}
+    return Experiment(f"exp-{len(params)}", "0" * 40, False, "success", params, metrics)
+
+
+GRID = [experiment(lr, dropout) for lr in (0.01, 0.02) for dropout in (0, 0.25)]
+
+
+def test_the_budget_most_runs_share_is_compared_and_the_others_are_counted():
+    chosen = select_comparable(
+        [*GRID, experiment(0.01, 0, epochs=12), experiment(0.02, 0, epochs=12)],
+        x="model.lr",
+        y="model.dropout",
+    )
+    assert chosen.runs == GRID and chosen.epochs == 2 and chosen.over == ()
+    assert chosen.notes() == ["left out 2 runs: 2 trained 12 epochs (not 2)"]
+
+
+def test_a_given_budget_is_compared_and_a_missing_one_is_an_error():
+    runs = [*GRID, long := experiment(0.01, 0, epochs=12)]
+    chosen = select_comparable(runs, x="model.lr", y="model.dropout", epochs=12)
+    assert chosen.runs == [long]
+    assert chosen.notes() == ["left out 4 runs: 4 trained 2 epochs (not 12)"]
+    with pytest.raises(VisiontuneError, match=r"^no experiment trained 5 epochs to the end; "):
+        select_comparable(runs, x="model.lr", y="model.dropout", epochs=5)
+
+
+def test_on_a_tie_the_larger_budget_is_compared():
+    runs = [GRID[0], long := experiment(0.01, 0, epochs=12)]
+    assert select_comparable(runs, x="model.lr", y="model.dropout").runs == [long]
+
+
+def test_early_stopped_and_pruned_runs_are_left_out():
+    (pruned,) = parse_exp_show(
+        [
+            {
+                "rev": "1" * 40,
+                "data": {
+                    "params": {"params.yaml": {"data": {"model": {"lr": 0.01}, "train": {}}}},
+                    "metrics": {"metrics/train.json": {"data": {"epochs": 1, "pruned": True}}},
+                },
+            }
+        ]
+    )
+    early = experiment(0.02, 0, epochs=12, ran=5)
+    runs = [*GRID, experiment(0.01, 0, epochs=12), experiment(0.02, 0, epochs=12), early]
+    chosen = select_comparable([*runs, pruned], x="model.lr", y="model.dropout")
+    assert chosen.runs == GRID
+    assert chosen.notes() == [
+        "left out 4 runs: 2 trained 12 epochs (not 2), 1 stopped early, 1 pruned"
+    ]
+    with pytest.raises(VisiontuneError, match=r"^no experiment trained to the end to compare; "):
+        select_comparable([early], x="model.lr", y="model.dropout")
+
+
+def test_the_largest_group_sharing_other_params_is_kept_and_neutral_params_are_ignored():
+    neutral = experiment(0.01, 0.25, train_threads=4, train_device="cpu", tune_seed=1)
+    wide = [experiment(0.01, 0, model_width=32), experiment(0.02, 0, model_width=32)]
+    runs = [*GRID[:3], neutral, *wide, experiment(0.01, 0, train_optimizer="sgd")]
+    chosen = select_comparable(runs, x="model.lr", y="model.dropout")
+    assert chosen.runs == [*GRID[:3], neutral]
+    assert chosen.notes() == [
+        "left out 3 runs: 2 had other model.width, 1 had other train.optimizer",
+        "other params differ among the 2-epoch runs: kept the largest group sharing them all "
+        "(4 runs); --marginal averages over them",
+    ]
+
+
+def test_a_marginal_view_averages_over_other_params_and_says_so(tmp_path, monkeypatch, capsys):
+    runs = [*GRID, experiment(0.01, 0, model_width=32), experiment(0.01, 0, epochs=12)]
+    monkeypatch.setattr("visiontune.experiments.list_experiments", lambda repo: runs)
+    out = tmp_path / "heatmap.html"
+    grid = heatmap_from_experiments(
+        tmp_path, x="model.lr", y="model.dropout", metric="val.acc", out=out, marginal=True
+    )
+    assert grid.over == ("model.width",) and grid.cells[(0.01, 0)].count == 2
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "val.acc: mean (n=runs) per cell, marginal over model.width"
+    assert lines[4:] == ["left out 1 run: 1 trained 12 epochs (not 2)", f"wrote {out}"]
+    html = out.read_text()
+    title = "val.acc by model.lr and model.dropout, marginal over model.width"
+    assert f'"{title} (5 experiments, 2 epochs each)"' in html
+    assert '"subtitle":{"text":"left out 1 run: 1 trained 12 epochs (not 2)"}' in html
+
+
 @pytest.mark.slow
 def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
     repo = baseline_clone
@@ -76,6 +172,18 @@ def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
     assert nothing.stderr.startswith("error: no dvc experiments found; run some with")
 
     repo.dvc("exp", "run", "--queue", "-S", "model.lr=0.01,0.02", "-S", "model.dropout=0,0.25")
+    # One cell of that 2-epoch grid again for 12 epochs: never averaged with it.
+    repo.dvc(
+        "exp",
+        "run",
+        "--queue",
+        "-S",
+        "model.lr=0.01",
+        "-S",
+        "model.dropout=0",
+        "-S",
+        "train.epochs=12",
+    )
     repo.start_queue(jobs=2)
     repo.wait_for_queue(timeout=300)
 
@@ -86,8 +194,15 @@ def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
     ]
     assert [line.split()[0] for line in table[2:4]] == ["0", "0.25"]
     assert " ".join(table[2:4]).count("(n=1)") == 4
+    assert table[4] == "left out 1 run: 1 trained 12 epochs (not 2)"
     html = (repo.path / "plots" / "heatmap.html").read_text()
     assert "plotly" in html and "model.dropout" in html
+    assert "(4 experiments, 2 epochs each)" in html and "left out 1 run: 1 trained 12" in html
+
+    long = heatmap("--y", "model.dropout", "--epochs", "12").stdout.splitlines()
+    assert long[1].split() == ["model.dropout", "\\", "model.lr", "0.01"]
+    assert long[2].split()[0] == "0" and long[2].endswith(" (n=1)")
+    assert long[3:] == ["left out 4 runs: 4 trained 2 epochs (not 12)", "wrote plots/heatmap.html"]
 
     wrong_metric = heatmap("--y", "model.dropout", "--metric", "val.accuracy", check=False)
     assert wrong_metric.returncode == 1

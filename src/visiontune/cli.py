@@ -42,7 +42,15 @@ def _tune(args: argparse.Namespace) -> None:
 def _heatmap(args: argparse.Namespace) -> None:
     from visiontune.heatmap import heatmap_from_experiments
 
-    heatmap_from_experiments(Path.cwd(), x=args.x, y=args.y, metric=args.metric, out=args.out)
+    heatmap_from_experiments(
+        Path.cwd(),
+        x=args.x,
+        y=args.y,
+        metric=args.metric,
+        out=args.out,
+        epochs=args.epochs,
+        marginal=args.marginal,
+    )
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -214,6 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     heatmap.add_argument("--y", required=True, help="param on the y axis, e.g. model.dropout")
     heatmap.add_argument("--metric", default="val.acc", help="metric to show (default val.acc)")
     heatmap.add_argument("--out", type=Path, default=Path("plots/heatmap.html"))
+    heatmap.add_argument(
+        "--epochs",
+        type=int,
+        help="compare runs of this budget (train.epochs; default: the one most runs share)",
+    )
+    heatmap.add_argument(
+        "--marginal",
+        action="store_true",
+        help="also average runs whose other params differ (labelled a marginal view)",
+    )
     heatmap.set_defaults(func=_heatmap)
 
     report = commands.add_parser(

@@ -22,7 +22,8 @@ class Experiment:
     ``params`` (from params.yaml) and ``metrics`` (the numbers of all metrics files merged)
     have dotted keys as ``dvc exp show`` prints them: ``model.lr``, ``val.acc``, ``test.acc``.
     ``state`` is ``success``, ``queued``, ``running`` or ``failed``; only a ``success``
-    row's metrics are its own (a queued or running one shows its baseline's).
+    row's metrics are its own (a queued or running one shows its baseline's). Metrics are
+    the numbers, flags (``pruned``: true) included.
     """
 
     name: str
@@ -63,7 +64,7 @@ def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experimen
     metrics = {}
     for source in (data.get("metrics") or {}).values():
         for key, value in flatten(source.get("data", {})):
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, (int, float)):
                 metrics[key] = value
     return Experiment(
         name=row.get("name") or ("workspace" if row["rev"] == "workspace" else row["rev"][:7]),

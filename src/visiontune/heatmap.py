@@ -2,7 +2,9 @@
 
 Rows (dicts holding the two params and the metric) are grouped into cells; repeated cells
 (the same params run with several seeds, say) are averaged and counted. The grid is written
-as an interactive plotly HTML page and printed as a text table.
+as an interactive plotly HTML page and printed as a text table. ``visiontune heatmap``
+averages equals only (see :mod:`visiontune.comparable`); the sweep stage's cells are equals
+by construction, one row each.
 """
 
 from __future__ import annotations
@@ -10,11 +12,14 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from visiontune.errors import VisiontuneError
+
+if TYPE_CHECKING:
+    from visiontune.experiments import Experiment
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,10 @@ class Cell:
 
 @dataclass(frozen=True)
 class Grid:
-    """A metric over two params; the axes keep the order in which values first appeared."""
+    """A metric over two params; the axes keep the order in which values first appeared.
+
+    ``over`` names the other params whose values differ within cells: a marginal view.
+    """
 
     x: str
     y: str
@@ -40,6 +48,11 @@ class Grid:
     xs: list[Any]
     ys: list[Any]
     cells: dict[tuple[Any, Any], Cell]
+    over: tuple[str, ...] = ()
+
+    def with_view(self, text: str) -> str:
+        """``text``, then ``, marginal over model.width`` if this is a marginal view."""
+        return f"{text}, marginal over {', '.join(self.over)}" if self.over else text
 
     def table(self) -> str:
         """The grid as aligned text: one row per y value, one column per x value."""
@@ -51,7 +64,7 @@ class Grid:
             "  ".join(f"{text:{a}{w}}" for text, a, w in zip(row, aligns, widths, strict=True))
             for row in [head, *body]
         ]
-        return f"{self.metric}: mean (n=runs) per cell\n" + "\n".join(lines)
+        return self.with_view(f"{self.metric}: mean (n=runs) per cell") + "\n" + "\n".join(lines)
 
     def _label(self, vx: Any, vy: Any) -> str:
         cell = self.cells.get((vx, vy))
@@ -77,8 +90,10 @@ def aggregate(rows: Iterable[Mapping[str, Any]], *, x: str, y: str, metric: str)
     return Grid(x, y, metric, list(xs), list(ys), cells)
 
 
-def write_heatmap(grid: Grid, out: Path, title: str) -> None:
-    """Write ``grid`` as an interactive plotly heatmap: HTML that loads plotly.js from its CDN."""
+def write_heatmap(grid: Grid, out: Path, title: str, subtitle: str = "") -> None:
+    """Write ``grid`` as an interactive plotly heatmap: HTML that loads plotly.js from its CDN.
+
+    ``subtitle`` lines (``<br>`` between them) show under the title."""
     import plotly.graph_objects as go
 
     z = [[_mean(grid, vx, vy) for vx in grid.xs] for vy in grid.ys]
@@ -98,7 +113,7 @@ def write_heatmap(grid: Grid, out: Path, title: str) -> None:
         )
     )
     figure.update_layout(
-        title=title,
+        title={"text": title, "subtitle": {"text": subtitle}},
         xaxis={"title": {"text": grid.x}, "type": "category"},
         yaxis={"title": {"text": grid.y}, "type": "category"},
     )
@@ -117,14 +132,48 @@ def _text(grid: Grid, vx: Any, vy: Any) -> str:
     return cell.label() if cell else ""
 
 
-def heatmap_from_experiments(repo: Path, *, x: str, y: str, metric: str, out: Path) -> Grid:
+def heatmap_from_experiments(
+    repo: Path,
+    *,
+    x: str,
+    y: str,
+    metric: str,
+    out: Path,
+    epochs: int | None = None,
+    marginal: bool = False,
+) -> Grid:
     """Heatmap of ``metric`` over params ``x`` and ``y`` across the repo's dvc experiments.
 
     Uses the finished experiments that ``dvc exp show`` lists, not the workspace or the
     baseline commit (an experiment with the baseline's params would repeat its run and
-    count twice), nor queued, running or failed ones. Writes the HTML to ``out`` and
-    prints the grid.
+    count twice), nor queued, running or failed ones; of those, only equals (see
+    :func:`~visiontune.comparable.select_comparable`, which ``epochs`` and ``marginal``
+    are passed to). Writes the HTML to ``out`` and prints the grid, then what was left out.
     """
+    from visiontune.comparable import select_comparable
+
+    runs = _finished_runs(repo)
+    _check_names(runs, x=x, y=y, metric=metric)
+    usable = [e for e in runs if x in e.params and y in e.params and metric in e.metrics]
+    if not usable:
+        raise VisiontuneError(f"no experiment has all of {x}, {y} and {metric}")
+    chosen = select_comparable(usable, x=x, y=y, epochs=epochs, marginal=marginal)
+    rows = [{x: e.params[x], y: e.params[y], metric: e.metrics[metric]} for e in chosen.runs]
+    rows.sort(key=lambda row: (_order(row[x]), _order(row[y])))
+    grid = replace(aggregate(rows, x=x, y=y, metric=metric), over=chosen.over)
+    what = grid.with_view(f"{metric} by {x} and {y}")
+    title = f"{what} ({len(rows)} experiments, {chosen.epochs} epochs each)"
+    notes = chosen.notes()
+    write_heatmap(grid, out, title, "<br>".join(notes))
+    print(grid.table())
+    for line in notes:
+        print(line)
+    print(f"wrote {out}")
+    return grid
+
+
+def _finished_runs(repo: Path) -> list[Experiment]:
+    """The repo's experiments that finished (not the baseline); raises if there are none."""
     from visiontune.experiments import list_experiments
 
     experiments = [e for e in list_experiments(repo) if not e.baseline]
@@ -138,6 +187,11 @@ def heatmap_from_experiments(repo: Path, *, x: str, y: str, metric: str, out: Pa
         raise VisiontuneError(
             f"none of the {len(experiments)} dvc experiments has finished; see `dvc queue status`"
         )
+    return runs
+
+
+def _check_names(runs: list[Experiment], *, x: str, y: str, metric: str) -> None:
+    """Raise, with a hint, if ``metric`` or the ``x``/``y`` param is in no run."""
     metrics = sorted({name for e in runs for name in e.metrics})
     if metric not in metrics:
         raise VisiontuneError(
@@ -149,19 +203,6 @@ def heatmap_from_experiments(repo: Path, *, x: str, y: str, metric: str, out: Pa
             close = difflib.get_close_matches(key, params, n=1)
             hint = f"; did you mean {close[0]}?" if close else ""
             raise VisiontuneError(f"{axis} {key} is not a param of any experiment{hint}")
-    rows = [
-        {x: e.params[x], y: e.params[y], metric: e.metrics[metric]}
-        for e in runs
-        if x in e.params and y in e.params and metric in e.metrics
-    ]
-    if not rows:
-        raise VisiontuneError(f"no experiment has all of {x}, {y} and {metric}")
-    rows.sort(key=lambda row: (_order(row[x]), _order(row[y])))
-    grid = aggregate(rows, x=x, y=y, metric=metric)
-    write_heatmap(grid, out, f"{metric} by {x} and {y} ({len(rows)} experiments)")
-    print(grid.table())
-    print(f"wrote {out}")
-    return grid
 
 
 def _order(value: Any) -> tuple[bool, Any]:

@@ -194,7 +194,11 @@ def _line_plot(lines: dict[str, tuple[list[int], list[float]]], metric: str, pat
 
 
 def _sweep_heatmap(repo: Path, params: dict[str, Any], plots: Path) -> tuple[str, Path | None]:
-    """``sweep_heatmap.png`` from the sweep stage's grid.json, if the workspace has one."""
+    """``sweep_heatmap.png`` from the sweep stage's grid.json, if the workspace has one.
+
+    Its cells are equals already (one row each, all trained ``sweep.epochs`` epochs with no
+    early stopping and the same other params), so nothing is left out.
+    """
     from visiontune.heatmap import aggregate
 
     title = "sweep heatmap"
