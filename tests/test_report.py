@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,16 @@ from helpers.dvc_repo import DvcRepo
 from PIL import Image
 
 from visiontune.experiments import Experiment
-from visiontune.report import build_table, differing_params, markdown_table, ranked
+from visiontune.report import (
+    HIGHLIGHTED,
+    build_table,
+    differing_params,
+    line_figure,
+    markdown_table,
+    optuna_plot,
+    ranked,
+    study_figures,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -55,6 +66,39 @@ def test_runs_are_ranked_by_the_tuned_metric_lowest_loss_first():
 def test_only_params_that_differ_become_columns():
     assert differing_params(RUNS) == ["model.lr", "sweep.x_values", "model.blocks"]
     assert differing_params(RUNS[2:3] + RUNS[4:]) == []
+
+
+def test_the_tuners_threads_and_device_are_not_differing_hyperparameters():
+    """The tuner divides train.threads among its jobs and may pick the device: plumbing."""
+    runs = [
+        run("a", 0.8, **{"train.threads": 8, "train.device": "cpu"}),
+        run("b", 0.7, **{"train.threads": 4, "train.device": "cuda", "model.lr": 0.1}),
+        run("c", 0.6, **{"train.threads": 2}),
+    ]
+    assert differing_params(runs) == ["model.lr"]
+    assert build_table(runs, top=3).params == ["model.lr"]
+
+
+def test_a_pruned_run_shows_as_pruned_with_its_epochs_after_the_finished_ones():
+    """``{"pruned": {"epoch": 2, "reason": ...}}`` in train.json flattens to pruned.epoch
+    (strings are dropped); a plain truthy ``pruned`` counts too, a falsy one does not."""
+    early = Experiment("early", "rev-e", False, "success", {}, {"val.acc": 0.95, "pruned.epoch": 2})
+    flagged = Experiment("flagged", "rev-f", False, "success", {}, {"val.acc": 0.93, "pruned": 1})
+    kept = Experiment("kept", "rev-k", False, "success", {}, {"val.acc": 0.6, "pruned": 0})
+    runs = [*RUNS, early, flagged, kept]
+    table = build_table(runs, top=20)
+    assert [r.name for r in table.rows] == [
+        *("high", "mid", "kept", "low"),  # finished, by val.acc
+        *("early", "flagged"),  # pruned: never best, even with a higher val.acc
+        *("failed", "queued"),
+    ]
+    assert table.best.name == "high"
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown_table(table).splitlines()}
+    assert rows["early"].endswith("| 0.9500 |  | 2 | pruned |")  # epochs run: where it stopped
+    assert rows["flagged"].endswith("| 0.9300 |  |  | pruned |")
+    assert rows["kept"].endswith("| success |")
+    stopped = Experiment("s", "rev-s", False, "success", {}, {"epochs": 3, "pruned.epoch": 3})
+    assert markdown_table(build_table([stopped], top=1)).endswith("|  |  | 3 | pruned |")
 
 
 def test_the_table_shows_the_top_runs_marks_the_best_and_counts_the_rest():
@@ -111,13 +155,84 @@ def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(baseline_clone
     assert rows["main"][0] == "**main** ★ best"  # lr 0.01 beats lr 0.02 on val.acc
     assert rows["bad"][-4:] == ["", "", "", "failed"]
     assert "| experiment | model.lr | model.blocks | val acc |" in text
-    for name in ("val_loss", "val_acc", "sweep_heatmap", "tune_history"):
+    plots = ("val_loss", "val_acc", "sweep_heatmap", "tune_history", "tune_parallel")
+    for name in (*plots, "tune_importance"):
         assert f"](report_plots/{name}.png)" in text
         _check_png(repo.path / "report_plots" / f"{name}.png")
 
     missing = _report(repo.path, "--study", "nope", check=False)
     assert missing.returncode == 1
     assert missing.stderr == "error: no Optuna study 'nope' in sqlite:///.optuna/studies.db\n"
+
+
+def test_curves_of_30_runs_highlight_the_best_and_keep_the_legend_off_the_axes(tmp_path):
+    """30 runs: the best HIGHLIGHTED are named in a legend beside the plot area, the rest
+    share one faded entry."""
+    names = [f"trial-{i}" for i in range(30)]
+    lines = {
+        name: ([1, 2, 3], [0.5 + i / 100, 0.6 + i / 100, 0.7 + i / 100])
+        for i, name in enumerate(names)
+    }
+    best = names[:HIGHLIGHTED]
+    figure = line_figure(lines, best, "val/acc", "val.acc")
+    figure.savefig(tmp_path / "val_acc.png")
+    _check_png(tmp_path / "val_acc.png")
+
+    axes = figure.axes[0]
+    legend = axes.get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == [*best, "25 other runs"]
+    figure.draw_without_rendering()  # lays the figure out: legend and axes in pixels
+    assert legend.get_window_extent().x0 >= axes.get_window_extent().x1
+    first, *_, last = axes.get_lines()  # drawn in rank order: trial-0 best, trial-29 faded
+    assert first.get_linewidth() > last.get_linewidth() and last.get_alpha() < 1
+
+
+def test_a_study_of_30_trials_gets_history_parallel_coordinates_and_importances(tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    for _ in range(30):
+        trial = study.ask()
+        lr = trial.suggest_float("model.lr", 1e-4, 0.1, log=True)
+        width = trial.suggest_int("model.width", 8, 64)
+        trial.suggest_categorical("model.batchnorm", [True, False])
+        study.tell(trial, 1 - abs(lr - 0.01) + width / 1000)
+    plots = tmp_path / "plots"
+    plots.mkdir()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Optuna's experimental warnings are silenced
+        figures = study_figures(tmp_path, {"tune.metric": "val.acc"}, plots, storage, "s")
+    assert [(title, path.name) for title, path in figures] == [
+        ("tuning history", "tune_history.png"),
+        ("parallel coordinates", "tune_parallel.png"),
+        ("param importances", "tune_importance.png"),
+    ]
+    for _, path in figures:
+        _check_png(path)
+
+
+def test_importances_that_optuna_cannot_compute_are_left_out_without_a_traceback(tmp_path):
+    """One complete trial: no importances; a single distinct value, on which fANOVA fails
+    (zero variance): no PNG, no exception."""
+    import optuna
+    from optuna.importance import FanovaImportanceEvaluator
+    from optuna.visualization.matplotlib import plot_param_importances
+
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    for name, count in (("one", 1), ("flat", 3)):
+        study = optuna.create_study(study_name=name, storage=storage)
+        for _ in range(count):
+            trial = study.ask()
+            trial.suggest_float("model.lr", 0.01, 0.1)
+            study.tell(trial, 0.5)
+
+    figures = study_figures(tmp_path, {}, tmp_path, storage, "one")
+    assert [title for title, _ in figures] == ["tuning history", "parallel coordinates"]
+    fanova = partial(plot_param_importances, evaluator=FanovaImportanceEvaluator(seed=0))
+    assert optuna_plot(fanova, study, "val.acc", tmp_path / "flat.png") is None
+    assert not (tmp_path / "flat.png").exists()
 
 
 def _report(cwd: Path, *args: str, check: bool = True):

@@ -1,10 +1,12 @@
 """``visiontune report``: a markdown table of all runs plus PNG plots, offline.
 
 One row per run (the workspace, the baseline commit, every dvc experiment), with only
-the params that differ between the rows shown, sorted by ``tune.metric`` (val.acc unless
-params.yaml says val.loss; best first; failed and
-metric-less runs last). Plots (matplotlib, no browser): val/loss and val/acc per epoch of
-the runs shown, the sweep stage's heatmap, and the Optuna study's history when there is one.
+the params that differ between the rows shown (not the tuner's own plumbing), sorted by
+``tune.metric`` (val.acc unless params.yaml says val.loss; best first; pruned runs after
+the finished ones; failed and metric-less runs last). Plots (matplotlib, no browser):
+val/loss and val/acc per epoch of the runs shown (the best few highlighted, the rest
+faded), the sweep stage's heatmap, and the Optuna study's history, parallel coordinates
+and param importances when there is one.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,14 @@ from visiontune.tools import run_tool
 
 DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
 METRICS = {"val acc": "val.acc", "test acc": "test.acc", "epochs": "epochs"}
+# Settings the tuner picks for its own plumbing (threads divided among its jobs, the
+# device), not hyperparameters: they never become columns.
+PLUMBING = frozenset({"train.threads", "train.device"})
+HIGHLIGHTED = 5  # the best runs drawn in colour and named in a curve plot's legend
+OPTUNA_PLOTS = (  # title, optuna.visualization.matplotlib function, PNG, complete trials needed
+    ("parallel coordinates", "plot_parallel_coordinate", "tune_parallel.png", 1),
+    ("param importances", "plot_param_importances", "tune_importance.png", 2),
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,12 @@ class Table:
 
 
 def objective(run: Experiment, metric: str = DEFAULT_METRIC) -> float | None:
+    """The finite ``metric`` of a run that finished its training (a pruned run stopped
+    early, so its value does not compete)."""
+    return None if pruned(run) else measured(run, metric)
+
+
+def measured(run: Experiment, metric: str) -> float | None:
     """The run's own finite ``metric`` (queued, running and failed runs have none)."""
     value = own_metrics(run).get(metric)
     return value if value is not None and math.isfinite(value) else None
@@ -55,21 +72,36 @@ def own_metrics(run: Experiment) -> dict[str, float]:
     return run.metrics if run.state == "success" else {}
 
 
+def pruned(run: Experiment) -> bool:
+    """Whether the tuner stopped the run early: its metrics/train.json has a truthy
+    ``pruned`` (``{"pruned": {"epoch": N, ...}}`` flattens to ``pruned.epoch``)."""
+    return any(
+        (key == "pruned" and bool(value)) or key.startswith("pruned.")
+        for key, value in own_metrics(run).items()
+    )
+
+
+def state(run: Experiment) -> str:
+    """The state shown: dvc's, or ``pruned`` for a successful run the tuner stopped early."""
+    return "pruned" if pruned(run) else run.state
+
+
 def ranked(runs: Sequence[Experiment], metric: str = DEFAULT_METRIC) -> list[Experiment]:
-    """Best ``metric`` first (highest, or lowest for a loss); runs without one last, in
-    their original order."""
+    """Best ``metric`` first (highest, or lowest for a loss), then pruned runs by the same
+    order; runs without the metric last, in their original order."""
     sign = -1 if OBJECTIVES[metric] == "maximize" else 1
 
-    def key(run: Experiment) -> tuple[bool, float]:
-        value = objective(run, metric)
-        return (value is None, 0.0 if value is None else sign * value)
+    def key(run: Experiment) -> tuple[int, float]:
+        value = measured(run, metric)
+        return (2, 0.0) if value is None else (int(pruned(run)), sign * value)
 
     return sorted(runs, key=key)
 
 
 def differing_params(runs: Sequence[Experiment]) -> list[str]:
-    """Param keys whose values (or presence) differ between the runs, in first-seen order."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.params))
+    """Param keys whose values (or presence) differ between the runs, in first-seen order;
+    the tuner's plumbing (``PLUMBING``) is left out."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.params if key not in PLUMBING))
     return [key for key in keys if len({json.dumps(run.params.get(key)) for run in runs}) > 1]
 
 
@@ -86,11 +118,19 @@ def markdown_table(table: Table) -> str:
     for run in table.rows:
         name = f"**{run.name}** ★ best" if run is table.best else run.name
         params = [_cell(run.params.get(key)) for key in table.params]
-        metrics = [_cell(own_metrics(run).get(key), ".4f") for key in METRICS.values()]
-        lines.append(_row([name, *params, *metrics, run.state]))
+        metrics = [_cell(_cell_value(run, key), ".4f") for key in METRICS.values()]
+        lines.append(_row([name, *params, *metrics, state(run)]))
     if table.more:
         lines.append(f"\n… and {table.more} more experiments")
     return "\n".join(lines)
+
+
+def _cell_value(run: Experiment, key: str) -> float | None:
+    """A table cell's number; a pruned run without ``epochs`` shows the epoch it stopped at."""
+    metrics = own_metrics(run)
+    if key == "epochs" and key not in metrics:
+        return metrics.get("pruned.epoch")
+    return metrics.get(key)
 
 
 def _row(cells: Sequence[str]) -> str:
@@ -126,9 +166,9 @@ def write_report(
     plots = out.parent / f"{out.stem}_plots"
     plots.mkdir(parents=True, exist_ok=True)
     figures = [
-        *_curves(repo, table.rows, plots),
+        *_curves(repo, table.rows, metric, plots),
         _sweep_heatmap(repo, workspace.params, plots),
-        _tune_history(repo, workspace.params, plots, storage, study),
+        *study_figures(repo, workspace.params, plots, storage, study),
     ]
     sections = [_summary(runs, table), markdown_table(table)]
     sections += [f"![{title}]({plots.name}/{path.name})" for title, path in figures if path]
@@ -160,14 +200,20 @@ def read_series(repo: Path, rev: str, name: str) -> tuple[list[int], list[float]
     return [int(row["step"]) for row in rows], [float(row[column]) for row in rows]
 
 
-def _curves(repo: Path, runs: Sequence[Experiment], plots: Path) -> list[tuple[str, Path]]:
-    """``val_loss.png`` and ``val_acc.png``: one line per successful run with the series."""
+def _curves(
+    repo: Path, runs: Sequence[Experiment], metric: str, plots: Path
+) -> list[tuple[str, Path]]:
+    """``val_loss.png`` and ``val_acc.png``: one line per successful run with the series,
+    the ``HIGHLIGHTED`` best by ``metric`` in colour (``runs`` come ranked)."""
+    best = [run.name for run in runs if objective(run, metric) is not None][:HIGHLIGHTED]
     figures = []
     for name in ("val/loss", "val/acc"):
         series = {r.name: read_series(repo, r.rev, name) for r in runs if r.state == "success"}
         lines = {label: xy for label, xy in series.items() if xy[0]}
         if lines:
-            figures.append((name, _line_plot(lines, name, plots / f"{name.replace('/', '_')}.png")))
+            path = plots / f"{name.replace('/', '_')}.png"
+            line_figure(lines, best, name, metric).savefig(path)
+            figures.append((name, path))
     return figures
 
 
@@ -181,16 +227,32 @@ def _figure(title: str) -> tuple[Any, Any]:
     return figure, axes
 
 
-def _line_plot(lines: dict[str, tuple[list[int], list[float]]], metric: str, path: Path) -> Path:
-    figure, axes = _figure(f"{metric} per epoch")
+def line_figure(
+    lines: dict[str, tuple[list[int], list[float]]], best: Sequence[str], series: str, metric: str
+) -> Any:
+    """``series`` per epoch, one line per run: the ``best`` runs (by ``metric``) in colour
+    and named in a legend beside the axes, the others thin and light, counted in one entry."""
+    figure, axes = _figure(f"{series} per epoch")
+    faded = [label for label in lines if label not in best]
     for label, (steps, values) in lines.items():
-        axes.plot(steps, values, marker="o", label=label)
+        if label in best:
+            axes.plot(steps, values, marker="o", markersize=4, label=label, zorder=3)
+        else:
+            name = f"{len(faded)} other runs" if label == faded[0] else "_faded"
+            axes.plot(steps, values, color="0.7", linewidth=0.8, alpha=0.6, label=name, zorder=2)
     axes.set_xlabel("epoch")
-    axes.set_ylabel(metric)
+    axes.set_ylabel(series)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize="small")
-    figure.savefig(path)
-    return path
+    title = f"best by {metric}" if any(label in best for label in lines) else None
+    axes.legend(
+        title=title,
+        fontsize="small",
+        title_fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+        borderaxespad=0,
+    )
+    return figure
 
 
 def _sweep_heatmap(repo: Path, params: dict[str, Any], plots: Path) -> tuple[str, Path | None]:
@@ -225,35 +287,76 @@ def _mean(cell: Any) -> float:
     return cell.mean if cell else math.nan
 
 
-def _tune_history(
+def study_figures(
     repo: Path, params: dict[str, Any], plots: Path, storage: str | None, study: str | None
-) -> tuple[str, Path | None]:
-    """``tune_history.png``: each trial's value and the best so far, if the study exists.
+) -> list[tuple[str, Path | None]]:
+    """The Optuna study's ``tune_history.png`` and, once trials have params,
+    ``tune_parallel.png`` and ``tune_importance.png`` (which needs two), if the study
+    exists and has complete trials.
 
     An explicit ``storage`` or ``study`` must load; the default one is skipped when absent.
     """
-    title = "tuning history"
     required = storage is not None or study is not None
     if not required and not (repo / DEFAULT_STORAGE.removeprefix("sqlite:///")).is_file():
-        return title, None
+        return []
     name = study or params.get("tune.study", "visiontune")
     loaded = _load_study(storage or DEFAULT_STORAGE, name, required=required)
     trials = _complete_trials(loaded) if loaded else []
     if not trials:
-        return title, None
-    direction = loaded.direction.name.lower()
+        return []
+    target = params.get("tune.metric", "value")
+    figures = [("tuning history", _tune_history(loaded, trials, name, target, plots))]
+    if any(trial.params for trial in trials):
+        import matplotlib
+
+        matplotlib.use("Agg")  # Optuna draws with pyplot: never a window
+        from optuna.visualization import matplotlib as optuna_plots
+
+        figures += [
+            (title, optuna_plot(getattr(optuna_plots, function), loaded, target, plots / png))
+            for title, function, png, needs in OPTUNA_PLOTS
+            if len(trials) >= needs
+        ]
+    return figures
+
+
+def _tune_history(study: Any, trials: list[Any], name: str, target: str, plots: Path) -> Path:
+    """``tune_history.png``: each complete trial's value and the best so far."""
+    direction = study.direction.name.lower()
     best = max if direction == "maximize" else min
-    numbers, values = zip(*trials, strict=True)
+    numbers = [trial.number for trial in trials]
+    values = [trial.value for trial in trials]
     running = [best(values[: i + 1]) for i in range(len(values))]
     figure, axes = _figure(f"{name}: optimisation history ({direction})")
     axes.plot(numbers, values, "o", label="trial")
     axes.step(numbers, running, where="post", label="best so far")
     axes.set_xlabel("trial")
-    axes.set_ylabel(params.get("tune.metric", "value"))
+    axes.set_ylabel(target)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.savefig(plots / "tune_history.png")
-    return title, plots / "tune_history.png"
+    return plots / "tune_history.png"
+
+
+def optuna_plot(plot: Callable[..., Any], study: Any, target: str, path: Path) -> Path | None:
+    """One of Optuna's matplotlib plots of the study, saved at ``path`` at the size of the
+    other PNGs; None when Optuna cannot compute it (importances of a single distinct value)."""
+    from matplotlib import pyplot
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        # The plots are experimental, and warn about flat axes and few trials.
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            figure = plot(study, target_name=target).figure
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return None
+        figure.set_size_inches(7, 4.5)
+        figure.tight_layout()  # room for Optuna's long and rotated param names
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
 
 
 def _load_study(url: str, name: str, *, required: bool) -> Any:
@@ -274,8 +377,8 @@ def _load_study(url: str, name: str, *, required: bool) -> Any:
         raise VisiontuneError(f"cannot open Optuna storage {url}: {reason(exc)}") from None
 
 
-def _complete_trials(study: Any) -> list[tuple[int, float]]:
+def _complete_trials(study: Any) -> list[Any]:
+    """The study's complete trials (Optuna's ``FrozenTrial``), in trial order."""
     from optuna.trial import TrialState
 
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [(trial.number, trial.value) for trial in complete]
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
