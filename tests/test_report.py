@@ -267,7 +267,9 @@ def _make_study(repo: Path) -> None:
     storage = f"sqlite:///{repo / '.optuna' / 'studies.db'}"
     study = optuna.create_study(study_name="visiontune", storage=storage, direction="maximize")
     for value in (0.5, 0.8, 0.7):
-        study.tell(study.ask(), value)
+        trial = study.ask()
+        trial.suggest_float("model.lr", 1e-3, 0.1, log=True)  # as tune.space asks
+        study.tell(trial, value)
 
 
 def _check_png(path: Path) -> None:
