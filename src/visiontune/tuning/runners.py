@@ -87,15 +87,6 @@ class TempRunner(Runner):
         exists = experiment_metrics(self.repo, name) is not None
         return classify_run(self.process.returncode, output, exists)
 
-    def settle(
-        self, study: optuna.Study, trial: optuna.Trial, name: str, result: RunResult
-    ) -> None:
-        """Complete a trial whose experiment exists; fail any other."""
-        if result.outcome == Outcome.DONE:
-            self.complete(study, trial, experiment_metrics(self.repo, name) or {})
-        else:
-            self.fail(study, trial, result.reason)
-
     def stop(self, study: optuna.Study) -> None:
         """Ctrl-C: stop the running experiment; record its trial as interrupted."""
         if self.process is not None and self.process.poll() is None:
@@ -120,7 +111,7 @@ class _Queued:
     attempts: int = 1
 
 
-class QueueRunner(TempRunner):
+class QueueRunner(Runner):
     """Trials as dvc experiments through DVC's queue, ``--jobs`` at a time."""
 
     def __init__(self, *args: Any, **kwargs: Any):

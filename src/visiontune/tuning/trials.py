@@ -19,6 +19,7 @@ from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
 from visiontune.tuning.liveness import Liveness
 from visiontune.tuning.options import POLL_SECONDS, TuneOptions
+from visiontune.tuning.outcome import Outcome, RunResult
 from visiontune.tuning.space import suggest
 from visiontune.tuning.summary import say, short
 
@@ -84,6 +85,15 @@ class Runner:
         self.liveness.stop(trial.number)
         say(f"{self.name(trial)}: {self.metric} {value:.4f}  {short(trial.params)}")
         return True
+
+    def settle(
+        self, study: optuna.Study, trial: optuna.Trial, name: str, result: RunResult
+    ) -> None:
+        """Complete a trial whose experiment exists; fail any other."""
+        if result.outcome == Outcome.DONE:
+            self.complete(study, trial, experiment_metrics(self.repo, name) or {})
+        else:
+            self.fail(study, trial, result.reason)
 
     def fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
         """Record ``trial`` as FAIL; it counts toward --trials unless ``reason`` says it was
