@@ -7,51 +7,23 @@ call the stage unchanged and never re-run it. The import closure is read from th
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
+from visiontune import source_closure
+
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGE = ROOT / "src" / "visiontune"
 # Plumbing that cannot change a result: one-line error reporting and the stage entry point
 # (load params, call main). Listing them would re-run every stage for a message change.
 EXEMPT = {"src/visiontune/errors.py", "src/visiontune/stage.py"}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def _imported_modules(path: Path) -> set[str]:
-    """Names of the visiontune modules ``path`` imports, anywhere in its code."""
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visiontune"):
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-        elif isinstance(node, ast.Import):
-            names.update(a.name for a in node.names if a.name.startswith("visiontune"))
-    return names
-
-
-def _module_file(name: str) -> Path | None:
-    base = PACKAGE.joinpath(*name.split(".")[1:])
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None  # a name imported from a module, not a module
-
-
 def import_closure(script: Path) -> set[str]:
     """Repository paths of every visiontune source file ``script`` imports, transitively."""
-    seen: set[Path] = set()
-    todo = [script]
-    while todo:
-        for name in _imported_modules(todo.pop()):
-            path = _module_file(name)
-            if path is not None and path not in seen:
-                seen.add(path)
-                todo.append(path)
-    return {path.relative_to(ROOT).as_posix() for path in seen}
+    return {path.relative_to(ROOT).as_posix() for path in source_closure.import_closure(script)}
 
 
 def test_the_closure_follows_lazy_imports() -> None:

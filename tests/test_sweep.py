@@ -179,3 +179,11 @@ def test_the_store_lives_in_the_dvc_cache_the_config_names(tmp_path):
 def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
     with pytest.raises(VisiontuneError, match=r"train\.pt not found; run `dvc repro preprocess`"):
         CellStore(tmp_path / "store", tmp_path / "missing")
+
+
+def test_a_cell_key_covers_the_code_that_trains_it_and_no_other(prepared):
+    from visiontune.cell_store import _context
+
+    code = set(_context(prepared)["code"])
+    assert {"sweep.py", "training.py", "models.py", "batches.py", "preprocess.py"} <= code
+    assert not code & {"serving.py", "report.py", "cli.py", "tuning/__init__.py"}

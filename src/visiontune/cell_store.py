@@ -1,8 +1,9 @@
 """A content-addressed store of sweep cell results, shared by every run on this machine.
 
 A cell's result depends only on its effective params (``model.*`` and ``train.*`` after the
-cell's overrides), the prepared data it trains on, the code that trains it and the
-libraries and device that code runs on. A cell's key is the sha256 of all of these, so a
+cell's overrides), the prepared data it trains on, the code that trains it (every source
+file the sweep module imports, lazily or not) and the libraries and device that code runs
+on. A cell's key is the sha256 of all of these, so a
 stored result is reused only where training again would give the same numbers. The
 store lives beside DVC's cache (``<cache>/visiontune/sweep``), where the temp and queued
 experiments of the repository find it too; deleting it only costs re-training.
@@ -25,6 +26,7 @@ from typing import Any
 
 from visiontune.errors import VisiontuneError
 from visiontune.params import Params
+from visiontune.source_closure import PACKAGE, import_closure
 
 # What a cell reads from data/prepared (the test split never enters training).
 _DATA_FILES = ("train.pt", "val.pt", "meta.json")
@@ -95,10 +97,9 @@ class CellStore:
 
 def _context(prepared_dir: Path) -> dict[str, Any]:
     """Everything besides params that a cell's result depends on."""
-    package = Path(__file__).parent
     code = {
-        path.relative_to(package).as_posix(): _sha256(path.read_bytes())
-        for path in sorted(package.rglob("*.py"))
+        path.relative_to(PACKAGE).as_posix(): _sha256(path.read_bytes())
+        for path in sorted({PACKAGE / "sweep.py", *import_closure(PACKAGE / "sweep.py")})
     }
     data = {}
     for name in _DATA_FILES:
