@@ -51,7 +51,7 @@ def test_a_stage_user_error_is_not_retried_and_keeps_its_message(log):
 def test_a_crash_is_retried_once():
     log = recorded("temp-crash")
     assert stage_exit_codes(log) == [1, 1]
-    result = classify_run(255, log, has_experiment=False)
+    result = classify_run(255, log, metrics=None)
     assert result.outcome == Outcome.CRASHED
     assert result.reason.startswith("ERROR: failed to reproduce 'train': failed to run")
     assert should_retry(result, attempts=1) and not should_retry(result, attempts=2)
@@ -64,9 +64,10 @@ def test_a_user_error_line_from_another_tool_is_not_mistaken_for_ours():
 
 
 def test_the_experiment_decides_success():
-    assert classify_run(0, recorded("log-good"), has_experiment=True).outcome == Outcome.DONE
-    assert classify_run(255, recorded("temp-crash"), has_experiment=True).outcome == Outcome.DONE
-    lost = classify_run(0, recorded("log-good"), has_experiment=False)
+    found = {"val.acc": 0.85}
+    assert classify_run(0, recorded("log-good"), found) == RunResult(Outcome.DONE, metrics=found)
+    assert classify_run(255, recorded("temp-crash"), found).outcome == Outcome.DONE
+    lost = classify_run(0, recorded("log-good"), metrics=None)
     assert lost == RunResult(Outcome.LOST, "dvc reported success but no experiment")
     assert should_retry(lost, attempts=1)
     timed_out = RunResult(Outcome.TIMED_OUT, "timed out after 5 s")

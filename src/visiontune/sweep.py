@@ -42,10 +42,10 @@ def run_sweep(
         overrides = {sweep.x: vx, sweep.y: vy, "train.epochs": sweep.epochs, "train.patience": 0}
         cell = with_overrides(params, overrides)
         key = store.key(cell) if store else None
-        stored = store.get(key) if store and key else None
+        stored = store.get(key) if key else None
         if stored is None:
             metrics, outcome = _train_cell(cell, prepared_dir)
-            if store and key:
+            if key:
                 store.put(key, {"metrics": metrics, "outcome": outcome})
         else:
             metrics, outcome = stored["metrics"], f"{stored['outcome']} (stored)"

@@ -32,10 +32,12 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class RunResult:
-    """A finished attempt at a trial's experiment and, unless DONE, why it failed."""
+    """A finished attempt at a trial's experiment: if DONE, the experiment's metrics (read
+    once, when deciding); else why it failed."""
 
     outcome: Outcome
     reason: str = ""
+    metrics: dict[str, float] | None = None
 
     @property
     def retryable(self) -> bool:
@@ -60,10 +62,11 @@ def classify_failure(log: str) -> RunResult:
     return RunResult(Outcome.CRASHED, _dvc_error(log))
 
 
-def classify_run(returncode: int, log: str, has_experiment: bool) -> RunResult:
-    """The outcome of one ``dvc exp run --temp`` that exited with ``returncode``."""
-    if has_experiment:
-        return RunResult(Outcome.DONE)
+def classify_run(returncode: int, log: str, metrics: dict[str, float] | None) -> RunResult:
+    """The outcome of one ``dvc exp run --temp`` that exited with ``returncode``, given the
+    metrics of its experiment (None when there is no experiment)."""
+    if metrics is not None:
+        return RunResult(Outcome.DONE, metrics=metrics)
     if returncode == 0:
         return RunResult(Outcome.LOST, "dvc reported success but no experiment")
     return classify_failure(log)

@@ -61,7 +61,7 @@ class TempRunner(Runner):
                 say(f"{name}: {result.reason}; retrying once")
                 attempts += 1
                 result = self.attempt(name, overrides)
-            self.settle(study, self.trial, name, result)
+            self.settle(study, self.trial, result)
             self.trial = None
 
     def attempt(self, name: str, overrides: dict[str, Any]) -> RunResult:
@@ -84,8 +84,8 @@ class TempRunner(Runner):
                 return RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
             log.seek(0)
             output = log.read()
-        exists = experiment_metrics(self.repo, name) is not None
-        return classify_run(self.process.returncode, output, exists)
+        metrics = experiment_metrics(self.repo, name)
+        return classify_run(self.process.returncode, output, metrics)
 
     def stop(self, study: optuna.Study) -> None:
         """Ctrl-C: stop the running experiment; record its trial as interrupted."""
@@ -174,12 +174,12 @@ class QueueRunner(Runner):
                     entry.trial, entry.name, entry.overrides, retry, time.monotonic(), 2
                 )
             else:
-                self.settle(study, entry.trial, entry.name, result)
+                self.settle(study, entry.trial, result)
 
     def task_result(self, entry: _Queued, status: str | None) -> RunResult:
         """A finished (or vanished) task's outcome; an experiment that exists is DONE."""
-        if experiment_metrics(self.repo, entry.name) is not None:
-            return RunResult(Outcome.DONE)
+        if (metrics := experiment_metrics(self.repo, entry.name)) is not None:
+            return RunResult(Outcome.DONE, metrics=metrics)
         if status == FAILED:
             return classify_failure(self.queue.log(entry.task))
         if status == SUCCESS:

@@ -86,12 +86,10 @@ class Runner:
         say(f"{self.name(trial)}: {self.metric} {value:.4f}  {short(trial.params)}")
         return True
 
-    def settle(
-        self, study: optuna.Study, trial: optuna.Trial, name: str, result: RunResult
-    ) -> None:
-        """Complete a trial whose experiment exists; fail any other."""
+    def settle(self, study: optuna.Study, trial: optuna.Trial, result: RunResult) -> None:
+        """Complete a trial whose experiment exists, with its metrics; fail any other."""
         if result.outcome == Outcome.DONE:
-            self.complete(study, trial, experiment_metrics(self.repo, name) or {})
+            self.complete(study, trial, result.metrics or {})
         else:
             self.fail(study, trial, result.reason)
 
