@@ -74,8 +74,8 @@ class Runner:
         """Tell the study ``trial``'s value from its experiment's metrics, recording
         :data:`RECORDED` as user attributes; a trial without a finite value fails instead.
         Returns whether it completed."""
-        value = metrics.get(self.metric)
-        if value is None or not math.isfinite(value):
+        value = self.value(metrics)
+        if value is None:
             self.fail(study, trial, f"the experiment wrote no finite {self.metric}")
             return False
         for key in RECORDED:
@@ -141,7 +141,7 @@ class Runner:
             name = self.name(trial)
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 metrics = experiment_metrics(self.repo, name)
-                if metrics is not None and self._finite(metrics):
+                if metrics is not None and self.value(metrics) is not None:
                     say(f"{name}: recovered from its finished experiment")
                     self.complete(study, trial, metrics)
                     continue
@@ -152,6 +152,7 @@ class Runner:
                 study.tell(trial, state=TrialState.FAIL)  # no reason: it did not fail by itself
                 say(f"{name}: its tuner stopped; recorded as FAIL (not counted)")
 
-    def _finite(self, metrics: dict[str, float]) -> bool:
+    def value(self, metrics: dict[str, float]) -> float | None:
+        """The study's value in an experiment's metrics: its finite ``tune.metric``."""
         value = metrics.get(self.metric)
-        return value is not None and math.isfinite(value)
+        return value if value is not None and math.isfinite(value) else None
