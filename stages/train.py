@@ -14,7 +14,8 @@ def main(params: Params) -> None:
         live_dir=TRAIN_LIVE,
         summary_path=TRAIN_METRICS,
     )
-    print(f"{MODEL}: val/acc {summary['val']['acc']:.4f} after {summary['epochs']} epochs")
+    pruned = " (pruned)" if "pruned" in summary else ""
+    print(f"{MODEL}: val/acc {summary['val']['acc']:.4f} after {summary['epochs']} epochs{pruned}")
 
 
 if __name__ == "__main__":

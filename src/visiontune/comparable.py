@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from visiontune.errors import VisiontuneError
-from visiontune.experiments import Experiment
+from visiontune.experiments import Experiment, is_pruned
 
 # Params that cannot change a result, so runs differing in them still compare: the torch
 # CPU thread count (the tuner sets it for its own plumbing) and the device, and the tune.*
@@ -24,7 +24,6 @@ NEUTRAL_PARAMS = frozenset({"train.threads", "train.device"})
 NEUTRAL_SECTIONS = ("tune.", "sweep.")
 BUDGET = "train.epochs"  # the param that sets a run's budget
 EPOCHS_RUN = "epochs"  # the metric (metrics/train.json) with the epochs it ran
-PRUNED = "pruned"  # a metric that is true on a run the tuner pruned
 
 OtherParams = tuple[tuple[str, str], ...]
 
@@ -104,7 +103,7 @@ def select_comparable(
 
 def stop_reason(run: Experiment) -> str | None:
     """Why ``run`` did not train its whole budget (pruned, stopped early), or None."""
-    if run.metrics.get(PRUNED):
+    if is_pruned(run.metrics):
         return "pruned"
     if EPOCHS_RUN not in run.metrics or BUDGET not in run.params:
         return "recorded no epochs"

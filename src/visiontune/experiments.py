@@ -76,6 +76,15 @@ def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experimen
     )
 
 
+def is_pruned(metrics: Mapping[str, Any]) -> bool:
+    """Whether flat metrics are a pruned run's: a truthy ``pruned``, or ``pruned.*`` (the
+    train stage writes ``"pruned": {"epoch": N, "reason": ...}``)."""
+    return any(
+        (key == "pruned" and bool(value)) or key.startswith("pruned.")
+        for key, value in metrics.items()
+    )
+
+
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
     """``{"val": {"acc": 1}}`` -> ``("val.acc", 1)``; lists stay values."""
     for key, value in tree.items():
@@ -91,15 +100,30 @@ def experiment_metrics(repo: Path, name: str) -> dict[str, float] | None:
     Read straight from the experiment's git commit (metrics files are git-tracked), or
     None when no experiment of that name exists.
     """
-    matching = [ref for ref in _experiment_refs(repo) if ref.rsplit("/", 1)[-1] == name]
-    if not matching:
+    ref = _experiment_ref(repo, name)
+    if ref is None:
         return None
     metrics: dict[str, float] = {}
     for path in METRICS_FILES:
-        shown = run_tool("git", "show", f"{matching[-1]}:{path}", cwd=repo, check=False)
-        if shown.returncode == 0:
-            metrics.update(flatten(json.loads(shown.stdout)))
+        if (text := _file_at(repo, ref, path)) is not None:
+            metrics.update(flatten(json.loads(text)))
     return metrics
+
+
+def experiment_file(repo: Path, name: str, path: str) -> str | None:
+    """The text of git-tracked ``path`` on the experiment named ``name``, or None."""
+    ref = _experiment_ref(repo, name)
+    return None if ref is None else _file_at(repo, ref, path)
+
+
+def _experiment_ref(repo: Path, name: str) -> str | None:
+    matching = [ref for ref in _experiment_refs(repo) if ref.rsplit("/", 1)[-1] == name]
+    return matching[-1] if matching else None
+
+
+def _file_at(repo: Path, ref: str, path: str) -> str | None:
+    shown = run_tool("git", "show", f"{ref}:{path}", cwd=repo, check=False)
+    return shown.stdout if shown.returncode == 0 else None
 
 
 def experiment_names(repo: Path) -> set[str]:

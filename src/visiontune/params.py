@@ -114,6 +114,25 @@ class SpaceParam:
     choices: tuple = ()
 
 
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+
+
+@dataclass(frozen=True)
+class PruningParams:
+    """Options of Optuna's pruners, as Optuna names them; each pruner reads its own."""
+
+    n_startup_trials: int = _spec(5, ge=0, doc="median, percentile: trials before any prunes")
+    n_warmup_steps: int = _spec(2, ge=0, doc="median, percentile: epochs never pruned")
+    interval_steps: int = _spec(1, ge=1, doc="median, percentile: epochs between checks")
+    n_min_trials: int = _spec(1, ge=1, doc="median, percentile: trials reporting an epoch")
+    percentile: float = _spec(25.0, gt=0, lt=100, doc="percentile: keep trials above it")
+    min_resource: int = _spec(1, ge=1, doc="successive_halving, hyperband: first rung's epochs")
+    max_resource: int = _spec(0, ge=0, doc="hyperband: a full trial's epochs; 0 = train.epochs")
+    reduction_factor: int = _spec(3, ge=2, doc="successive_halving, hyperband: rung ratio")
+    min_early_stopping_rate: int = _spec(0, ge=0, doc="successive_halving")
+    bootstrap_count: int = _spec(0, ge=0, doc="successive_halving, hyperband")
+
+
 @dataclass(frozen=True)
 class TuneParams:
     """The Optuna study that ``visiontune tune`` runs as dvc experiments."""
@@ -127,6 +146,8 @@ class TuneParams:
     trial_timeout: int = _spec(900, ge=1, doc="seconds before a trial is stopped and failed")
     heartbeat: int = _spec(10, ge=1, le=3600, doc="seconds between liveness marks of a trial")
     space: tuple = _spec((), doc="key: {type: float|int|categorical, low, high, log, choices}")
+    pruner: str = _spec("median", choices=PRUNERS, doc="stops trials whose metric lags")
+    pruning: PruningParams = field(default_factory=PruningParams)
 
 
 @dataclass(frozen=True)

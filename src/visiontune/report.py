@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.errors import VisiontuneError, reason
-from visiontune.experiments import Experiment, list_experiments
+from visiontune.experiments import Experiment, is_pruned, list_experiments
 from visiontune.params import OBJECTIVES
 from visiontune.paths import DEFAULT_STORAGE, SWEEP_GRID, TRAIN_SERIES
 from visiontune.tools import run_tool
@@ -73,12 +73,8 @@ def own_metrics(run: Experiment) -> dict[str, float]:
 
 
 def pruned(run: Experiment) -> bool:
-    """Whether the tuner stopped the run early: its metrics/train.json has a truthy
-    ``pruned`` (``{"pruned": {"epoch": N, ...}}`` flattens to ``pruned.epoch``)."""
-    return any(
-        (key == "pruned" and bool(value)) or key.startswith("pruned.")
-        for key, value in own_metrics(run).items()
-    )
+    """Whether the tuner stopped the run early (see :func:`is_pruned`)."""
+    return is_pruned(own_metrics(run))
 
 
 def state(run: Experiment) -> str:

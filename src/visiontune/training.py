@@ -21,6 +21,7 @@ from visiontune.model_meta import ModelMeta
 from visiontune.params import Params, TrainParams
 from visiontune.paths import write_json
 from visiontune.preprocess import load_meta, load_split
+from visiontune.pruning import link_from_environment
 from visiontune.runtime import configure, resolve_device
 
 
@@ -46,34 +47,53 @@ class EpochResult:
         }
 
 
+@dataclass(frozen=True)
+class Pruned:
+    """Training stopped by a tuner's pruner after ``epoch``, for ``reason``."""
+
+    epoch: int
+    reason: str
+
+
+# Called after each epoch; a string it returns stops training there, as pruned for that reason.
+EpochCallback = Callable[[EpochResult], str | None]
+
+
 @dataclass
 class FitResult:
-    """A fitted model, its per-epoch history and the epoch whose weights it holds."""
+    """A fitted model, its per-epoch history, the epoch whose weights it holds, and whether
+    a pruner stopped it."""
 
     model: torch.nn.Module
     meta: ModelMeta
     history: list[EpochResult]
     kept: EpochResult
+    pruned: Pruned | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Metrics of the kept epoch, nested as DVCLive nests them, plus epoch counts."""
+        """Metrics of the kept epoch, nested as DVCLive nests them, plus epoch counts and,
+        for a pruned run, ``pruned: {epoch, reason}``."""
         nested: dict[str, Any] = {}
         for name, value in self.kept.metrics().items():
             group, _, key = name.partition("/")
             nested.setdefault(group, {})[key] = value
-        return {**nested, "epochs": len(self.history), "best_epoch": self.kept.epoch}
+        summary = {**nested, "epochs": len(self.history), "best_epoch": self.kept.epoch}
+        if self.pruned is not None:
+            summary["pruned"] = {"epoch": self.pruned.epoch, "reason": self.pruned.reason}
+        return summary
 
 
 def fit(
     params: Params,
     prepared_dir: Path,
-    on_epoch: Callable[[EpochResult], None] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> FitResult:
     """Train ``params.model`` with ``params.train`` on ``prepared_dir``, in this process.
 
-    Calls ``on_epoch`` after each epoch. With ``train.patience`` > 0 training stops early
-    and the model keeps the best val/acc weights; otherwise it keeps the last epoch's.
-    Raises TrainingDiverged when the loss is no longer finite.
+    Calls ``on_epoch`` after each epoch; a reason it returns before the last epoch stops
+    training there (pruned). With ``train.patience`` > 0 training also stops early, and the
+    model keeps the best val/acc weights; otherwise it keeps the last epoch's. Raises
+    TrainingDiverged when the loss is no longer finite.
     """
     cfg = params.train
     configure(cfg.seed, cfg.threads)
@@ -88,6 +108,7 @@ def fit(
     history: list[EpochResult] = []
     best: EpochResult | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    pruned: Pruned | None = None
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         loss, acc = trainer.epoch(x_train, y_train, normalize, f"epoch {epoch}/{cfg.epochs}")
@@ -99,20 +120,23 @@ def fit(
         val = evaluate_split(model, x_val, y_val, normalize, 2 * cfg.batch_size)
         result = EpochResult(epoch, loss, acc, val)
         history.append(result)
-        if on_epoch is not None:
-            on_epoch(result)
+        stop = on_epoch(result) if on_epoch is not None else None
         _report(result, cfg.epochs, time.perf_counter() - start)
         if best is None or val.acc > best.val.acc:
             best = result
             if cfg.patience:
                 best_state = copy.deepcopy(model.state_dict())
-        elif cfg.patience and epoch - best.epoch >= cfg.patience:
+        if stop is not None and epoch < cfg.epochs:  # the last epoch finished its budget
+            tqdm.write(f"pruned: {stop}")
+            pruned = Pruned(epoch, stop)
+            break
+        if cfg.patience and epoch - best.epoch >= cfg.patience:
             tqdm.write(f"early stop: no val/acc gain for {cfg.patience} epochs")
             break
     if best_state is not None:
         model.load_state_dict(best_state)
     kept = best if cfg.patience and best is not None else history[-1]
-    return FitResult(model=model, meta=meta, history=history, kept=kept)
+    return FitResult(model=model, meta=meta, history=history, kept=kept, pruned=pruned)
 
 
 def train(
@@ -126,12 +150,16 @@ def train(
     from dvclive import Live
 
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False)
+    link = link_from_environment()  # a tuner's trial: report every epoch, maybe prune
 
-    def log(result: EpochResult) -> None:
+    def log(result: EpochResult) -> str | None:
         live.step = result.epoch  # series count epochs from 1, as the log lines do
         for name, value in result.metrics().items():
             live.log_metric(name, value)
         live.next_step()
+        if link is None:
+            return None
+        return link.report(result.epoch, result.metrics())
 
     try:
         fitted = fit(params, prepared_dir, on_epoch=log)

@@ -1,6 +1,7 @@
 """Which trials count toward ``--trials``, and how many are still to start.
 
-A trial counts once it is COMPLETE or FAILED by itself (diverged, crashed, timed out).
+A trial counts once it is COMPLETE, PRUNED (as in Optuna) or FAILED by itself (diverged,
+crashed, timed out).
 Trials stopped from outside (Ctrl-C, a surplus ask) are recorded as FAIL with a reason that
 says so, and trials whose tuner died as FAIL with no reason; neither counts, so a resumed
 study still gets its full number.
@@ -22,10 +23,10 @@ WORKER = "worker"  # user attr: host and clone of the tuner that ran the trial
 
 
 def counted(trial: FrozenTrial) -> bool:
-    """A trial that counts toward ``--trials``: complete, or failed by itself."""
+    """A trial that counts toward ``--trials``: complete, pruned, or failed by itself."""
     from optuna.trial import TrialState
 
-    if trial.state == TrialState.COMPLETE:
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
         return True
     reason = trial.user_attrs.get(REASON)
     return trial.state == TrialState.FAIL and reason is not None and reason not in NOT_COUNTED

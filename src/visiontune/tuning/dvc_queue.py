@@ -70,8 +70,9 @@ class DvcQueue:
             raise VisiontuneError(f"dvc exp run --queue -n {name} queued no task")
         return new[0].task
 
-    def start(self, jobs: int) -> None:
-        """Make sure ``jobs`` queue workers run (dvc starts only the missing ones).
+    def start(self, jobs: int, env: dict[str, str] | None = None) -> None:
+        """Make sure ``jobs`` queue workers run (dvc starts only the missing ones), with
+        ``env`` as their environment (else this process's).
 
         The workers inherit dvc's output streams: they go to a file, never to a pipe
         that would keep this call waiting until the queue is empty.
@@ -83,6 +84,7 @@ class DvcQueue:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=env,
             )
             if result.returncode != 0:
                 log.seek(0)

@@ -16,6 +16,7 @@ from visiontune.errors import VisiontuneError
 from visiontune.experiments import experiment_metrics, flatten
 from visiontune.params import with_overrides
 from visiontune.paths import PREPARED
+from visiontune.pruning import TrialLink
 from visiontune.tuning.dvc_queue import FAILED, SUCCESS, DvcQueue, temp_run_command
 from visiontune.tuning.options import POLL_SECONDS, TRIAL_TARGET
 from visiontune.tuning.outcome import (
@@ -75,6 +76,7 @@ class TempRunner(Runner):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 text=True,
+                env=self.env,
             )
             try:
                 self.process.wait(timeout=timeout)
@@ -137,7 +139,7 @@ class QueueRunner(Runner):
                 self.wait()
                 continue
             if launched or time.monotonic() - last_start > QUEUE_RESTART_SECONDS:
-                self.queue.start(self.options.jobs)
+                self.queue.start(self.options.jobs, self.env)
                 last_start = time.monotonic()
             self.poll(study)
             time.sleep(POLL_SECONDS)
@@ -209,22 +211,26 @@ class InProcessRunner(Runner):
             self.current, overrides = asked
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    metrics = self.train_and_evaluate(overrides)
+                    metrics = self.train_and_evaluate(self.current, overrides)
             except VisiontuneError as exc:
                 self.fail(study, self.current, str(exc))
                 continue
             self.complete(study, self.current, metrics)
         self.current = None
 
-    def train_and_evaluate(self, overrides: dict[str, Any]) -> dict[str, float]:
-        """The train and evaluate stages' work for one trial, without dvc."""
+    def train_and_evaluate(
+        self, trial: optuna.Trial, overrides: dict[str, Any]
+    ) -> dict[str, float]:
+        """The train and evaluate stages' work for one trial, without dvc; the trial's
+        metric is reported every epoch, and its pruner may stop it."""
         from visiontune.checkpoint import save_checkpoint
         from visiontune.evaluation import evaluate
         from visiontune.training import fit
 
         params = with_overrides(self.params, overrides)
         prepared = self.repo / PREPARED
-        fitted = fit(params, prepared)
+        link = TrialLink(trial, self.metric, self.pruner["name"])
+        fitted = fit(params, prepared, on_epoch=lambda r: link.report(r.epoch, r.metrics()))
         with tempfile.TemporaryDirectory() as tmp:
             model_path = Path(tmp) / "model.pt"
             save_checkpoint(model_path, fitted.model, fitted.meta)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from visiontune.errors import VisiontuneError, reason
 from visiontune.params import OBJECTIVES, Params
+from visiontune.pruning import build_pruner, pruner_spec
 from visiontune.tuning.options import TuneOptions
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def open_study(
     params: Params, options: TuneOptions, storage: optuna.storages.BaseStorage | None = None
 ) -> optuna.Study:
     """Load or create the study in ``storage`` (else ``options.storage``), with an explicitly
-    configured sampler."""
+    configured sampler and ``tune.pruner``; its metric is named ``tune.metric``."""
     import optuna
 
     if storage is None:
@@ -67,6 +68,7 @@ def open_study(
             study_name=options.study,
             storage=storage,
             sampler=_sampler(params, options, previous),
+            pruner=build_pruner(pruner_spec(params)),
             direction=direction,
             load_if_exists=True,
         )
@@ -78,6 +80,7 @@ def open_study(
             f"tune.metric={params.tune.metric} needs {direction}; use another --study"
         )
     study.set_user_attr("metric", params.tune.metric)
+    study.set_metric_names([params.tune.metric])  # optuna-dashboard's axis: val.acc, not Objective
     return study
 
 
@@ -89,6 +92,13 @@ def _quiet_optuna() -> None:
     # Heartbeats are ours to record: trials run outside Study.optimize, as experiments.
     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def absolute_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute, for processes in other folders."""
+    if not url.startswith("sqlite:///"):
+        return url
+    return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).expanduser().resolve())
 
 
 def shared(url: str) -> bool:

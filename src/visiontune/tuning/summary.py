@@ -4,6 +4,7 @@ one-line progress notes the tuner prints as it goes."""
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ def write_summary(
         },
         "trials": {
             "complete": len(complete),
+            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
             "fail": sum(t.state == TrialState.FAIL for t in trials),
         },
     }
@@ -62,7 +64,8 @@ def _write_plots(study: optuna.Study, out: Path) -> None:
 
     out.mkdir(parents=True, exist_ok=True)
     vis.plot_optimization_history(study).write_html(out / "history.html", include_plotlyjs="cdn")
-    with contextlib.suppress(ValueError, RuntimeError):  # needs >= 2 complete trials
+    with contextlib.suppress(ValueError, RuntimeError), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # too few complete trials: all equal
         vis.plot_param_importances(study).write_html(
             out / "importances.html", include_plotlyjs="cdn"
         )

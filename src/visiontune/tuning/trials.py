@@ -12,15 +12,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visiontune.errors import VisiontuneError
-from visiontune.experiments import experiment_metrics
+from visiontune.experiments import experiment_metrics, is_pruned
 from visiontune.params import Params, with_overrides
+from visiontune.pruning import EXPERIMENT_ATTR, PRUNER_ATTR, STORAGE_ENV, pruner_spec
 from visiontune.tuning import accounting
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
 from visiontune.tuning.liveness import Liveness
 from visiontune.tuning.options import POLL_SECONDS, TuneOptions
 from visiontune.tuning.outcome import Outcome, RunResult
+from visiontune.tuning.run_cache import forget_pruned
 from visiontune.tuning.space import suggest
+from visiontune.tuning.study import absolute_url
 from visiontune.tuning.summary import say, short
 
 if TYPE_CHECKING:
@@ -47,6 +50,10 @@ class Runner:
         self.metric = params.tune.metric
         threads = max(1, (os.cpu_count() or 1) // options.jobs)
         self.fixed = {"train.threads": threads, **options.fixed}
+        self.pruner = pruner_spec(with_overrides(params, self.fixed))
+        # The train stage of each trial's experiment finds its trial from this (and from
+        # the experiment's name), to report every epoch and ask whether to prune.
+        self.env = {**os.environ, STORAGE_ENV: absolute_url(options.storage)}
         self.liveness = Liveness(storage, study)
         self.worker = f"{socket.gethostname()}:{repo.resolve()}"
         self.waiting = False
@@ -59,6 +66,8 @@ class Runner:
         trial = study.ask()
         self.liveness.start(trial.number)  # from now on, staleness is watched
         trial.set_user_attr(WORKER, self.worker)
+        trial.set_user_attr(EXPERIMENT_ATTR, self.name(trial))
+        trial.set_user_attr(PRUNER_ATTR, self.pruner)
         if accounting.surplus(study, trial.number, self.options.trials):
             self.fail(study, trial, SURPLUS)
             return None
@@ -72,8 +81,11 @@ class Runner:
 
     def complete(self, study: optuna.Study, trial: optuna.Trial, metrics: dict[str, float]) -> bool:
         """Tell the study ``trial``'s value from its experiment's metrics, recording
-        :data:`RECORDED` as user attributes; a trial without a finite value fails instead.
+        :data:`RECORDED` as user attributes; a trial without a finite value fails instead,
+        and a pruned one is told PRUNED (its value: the last epoch it reported).
         Returns whether it completed."""
+        from optuna.trial import TrialState
+
         value = self.value(metrics)
         if value is None:
             self.fail(study, trial, f"the experiment wrote no finite {self.metric}")
@@ -81,9 +93,17 @@ class Runner:
         for key in RECORDED:
             if key in metrics:
                 trial.set_user_attr(key, metrics[key])
-        study.tell(trial, value)
+        name = self.name(trial)
+        if is_pruned(metrics):
+            study.tell(trial, state=TrialState.PRUNED)
+            if not self.options.in_process:
+                forget_pruned(self.repo, name)
+            verdict = f"pruned after epoch {metrics.get('pruned.epoch', '?')}, {self.metric}"
+        else:
+            study.tell(trial, value)
+            verdict = self.metric
         self.liveness.stop(trial.number)
-        say(f"{self.name(trial)}: {self.metric} {value:.4f}  {short(trial.params)}")
+        say(f"{name}: {verdict} {value:.4f}  {short(trial.params)}")
         return True
 
     def settle(self, study: optuna.Study, trial: optuna.Trial, result: RunResult) -> None:
