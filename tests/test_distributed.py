@@ -241,6 +241,8 @@ def test_two_machines_share_one_study(
     assert all(t.state == TrialState.COMPLETE or t.user_attrs[REASON] == SURPLUS for t in trials)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len({tuple(sorted(t.params.items())) for t in complete}) == 4  # no point twice
+    # each worker's train stages report their epochs to the shared study: learning curves
+    assert all(sorted(t.intermediate_values) == [1, 2] for t in complete)
 
     found = {repo.path: experiments(repo, "shared-") for repo in machines}
     assert found[first.path] and found[second.path]  # both machines ran trials

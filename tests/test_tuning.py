@@ -101,6 +101,7 @@ def test_in_process_study_trains_and_evaluates_each_trial(prepared, tmp_path, ca
     assert all(0 <= t.user_attrs["test.acc"] <= 1 for t in study.trials)
     assert json.loads((tmp_path / "metrics" / "tune.json").read_text())["tune"]["trials"] == {
         "complete": 2,
+        "pruned": 0,
         "fail": 0,
     }
     assert "dvc exp apply" not in capsys.readouterr().out  # nothing to apply
@@ -181,6 +182,9 @@ def test_two_jobs_run_through_the_queue(tune_repo):
     run_tune(tune_repo, "--trials", "2", "--jobs", "2")
     study = load(tune_repo)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    # the queue's workers run each train stage linked to its trial: a curve per trial
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2]] * 2
+    assert study.trials[0].intermediate_values[2] == study.trials[0].value
     assert set(trial_experiments(tune_repo)) == {"visiontune-0", "visiontune-1"}
     assert "Queued" not in tune_repo.dvc("queue", "status").stdout
 

@@ -10,6 +10,7 @@ that saved the pruned experiment's model (entries are lock files, as in dvc.lock
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import yaml
@@ -32,6 +33,8 @@ def forget_pruned(repo: Path, experiment: str) -> int:
         if model in text and _saved(yaml.safe_load(text), model):
             entry.unlink()
             removed += 1
+            with contextlib.suppress(OSError):  # dvc fails on a key folder left empty
+                entry.parent.rmdir()
     return removed
 
 
