@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from visiontune.errors import reason
 from visiontune.params import Params
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class TrialLink:
                 return None
         except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError) as exc:
             self.broken = True
-            print(f"trial {self.trial.number}: no longer reporting to its study ({exc})")
+            print(f"trial {self.trial.number}: no longer reporting to its study ({reason(exc)})")
             return None
         return f"{self.pruner} pruner: {self.metric} {value:.4f} at epoch {epoch}"
 
@@ -131,8 +132,11 @@ def link_from_environment() -> TrialLink | None:
         study_id = storage.get_study_id_from_name(study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
         frozen = storage.get_trial(trial_id)
-    except (KeyError, optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError):
+    except KeyError:
         return None  # not a trial of this storage: an experiment like any other
+    except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
+        print(f"{experiment}: cannot reach its study, training without it ({reason(exc)})")
+        return None
     spec = frozen.user_attrs.get(PRUNER_ATTR)
     running = frozen.state == optuna.trial.TrialState.RUNNING
     if frozen.user_attrs.get(EXPERIMENT_ATTR) != experiment or not running or spec is None:

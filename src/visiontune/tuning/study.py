@@ -25,10 +25,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     _quiet_optuna()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine_url = url
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        # SQLAlchemy 2.1 reads postgresql:// as psycopg (3); the project installs psycopg2.
-        engine_url = "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    engine_url = _engine_url(url)
     error: Exception | None = None
     for _ in range(3):
         try:
@@ -94,11 +91,20 @@ def _quiet_optuna() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def absolute_url(url: str) -> str:
-    """``url`` with a relative SQLite path made absolute, for processes in other folders."""
-    if not url.startswith("sqlite:///"):
-        return url
-    return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).expanduser().resolve())
+def trial_url(url: str) -> str:
+    """The storage ``url`` as the trials' train stages open it, from other folders: a
+    relative SQLite path made absolute, the PostgreSQL driver named."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
+        return f"sqlite:///{path}"
+    return _engine_url(url)
+
+
+def _engine_url(url: str) -> str:
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        # SQLAlchemy 2.1 reads postgresql:// as psycopg (3); the project installs psycopg2.
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def shared(url: str) -> bool:

@@ -23,7 +23,7 @@ from visiontune.tuning.options import POLL_SECONDS, TuneOptions
 from visiontune.tuning.outcome import Outcome, RunResult
 from visiontune.tuning.run_cache import forget_pruned
 from visiontune.tuning.space import suggest
-from visiontune.tuning.study import absolute_url
+from visiontune.tuning.study import trial_url
 from visiontune.tuning.summary import say, short
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class Runner:
         self.pruner = pruner_spec(with_overrides(params, self.fixed))
         # The train stage of each trial's experiment finds its trial from this (and from
         # the experiment's name), to report every epoch and ask whether to prune.
-        self.env = {**os.environ, STORAGE_ENV: absolute_url(options.storage)}
+        self.env = {**os.environ, STORAGE_ENV: trial_url(options.storage)}
         self.liveness = Liveness(storage, study)
         self.worker = f"{socket.gethostname()}:{repo.resolve()}"
         self.waiting = False
