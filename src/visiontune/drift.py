@@ -36,7 +36,6 @@ from visiontune.preprocess import (
 )
 from visiontune.sources import files, image_files
 
-DRIFT_EXIT = 4  # exit status of `visiontune drift --fail-on-drift` when it finds drift
 MAX_IMAGES = 1000
 PERMUTATIONS = 1000
 ALPHA = 0.05
@@ -157,10 +156,12 @@ def check_drift(
     """Compare the images under ``images`` with the train split of the prepared dataset
     ``reference`` in the feature space of the ``.pt`` model at ``model_path``.
 
-    VisiontuneError (one line) for a missing folder, fewer than ``MIN_IMAGES`` images,
-    unreadable images (unless ``skip_corrupt``), a model that is not a ``.pt``, or a
-    reference that does not match the model.
+    VisiontuneError (one line) for a missing folder, fewer than ``MIN_IMAGES`` images (or
+    ``max_images``), unreadable images (unless ``skip_corrupt``), a model that is not a
+    ``.pt``, or a reference that does not match the model.
     """
+    if max_images < MIN_IMAGES:
+        raise VisiontuneError(f"--max-images must be >= {MIN_IMAGES}, got {max_images}")
     if Path(model_path).suffix.lower() != ".pt":
         raise VisiontuneError(
             f"{model_path}: the drift check needs a .pt checkpoint (its feature layer)"
