@@ -45,13 +45,12 @@ CPU = torch.device("cpu")
 
 @dataclass(frozen=True)
 class Batch:
-    """The images of the checked folder that were compared, and what was left out."""
+    """The checked folder: what it holds, and what was left out."""
 
     path: Path
     found: int  # image files
     ignored: int  # other files
     skipped: tuple[str, ...]  # unreadable images left out
-    loaded: list[Loaded]
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,14 @@ class DriftReport:
     def drift(self) -> bool:
         return self.test.p_value < self.alpha
 
+    @property
+    def outcome(self) -> str:
+        return "drift detected" if self.drift else "no drift"
+
     def verdict(self) -> str:
-        """The one line: the verdict, the test's statistic and p-value, the sample sizes."""
-        word = "drift detected" if self.drift else "no drift"
+        """The one line: the outcome, the test's statistic and p-value, the sample sizes."""
         return (
-            f"{word}: MMD^2 {self.test.statistic:.4f}, p = {self.test.p_value:.4f} "
+            f"{self.outcome}: MMD^2 {self.test.statistic:.4f}, p = {self.test.p_value:.4f} "
             f"(alpha {self.alpha:g}; {self.batch_stats.count} images of {self.batch.path} "
             f"vs {self.reference_used} {REFERENCE_SPLIT} images of {self.reference}, "
             f"{self.test.permutations} permutations)"
@@ -104,7 +106,7 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "drift": self.drift,
-            "verdict": "drift detected" if self.drift else "no drift",
+            "verdict": self.outcome,
             "test": {
                 "name": "mmd",
                 "statistic": self.test.statistic,
@@ -169,10 +171,10 @@ def check_drift(
     model, meta = load_checkpoint(Path(model_path), CPU)
     reference_stats, train = _reference(Path(reference), meta)
     rng = np.random.default_rng(seed)
-    batch = _load_batch(Path(images), meta, max_images, rng, skip_corrupt)
-    batch_images = torch.stack([image.tensor for image in batch.loaded])
+    batch, loaded = _load_batch(Path(images), meta, max_images, rng, skip_corrupt)
+    batch_images = torch.stack([image.tensor for image in loaded])
     batch_stats = InputStats.of(
-        moments(batch_images), [i.size for i in batch.loaded], [i.mode for i in batch.loaded]
+        moments(batch_images), [i.size for i in loaded], [i.mode for i in loaded]
     )
     if len(train) > max_images:
         train = train[torch.from_numpy(np.sort(rng.choice(len(train), max_images, replace=False)))]
@@ -216,8 +218,8 @@ def _reference(prepared: Path, meta: ModelMeta) -> tuple[InputStats, torch.Tenso
 
 def _load_batch(
     folder: Path, meta: ModelMeta, max_images: int, rng: np.random.Generator, skip_corrupt: bool
-) -> Batch:
-    """A seeded random choice of at most ``max_images`` of the images under ``folder``,
+) -> tuple[Batch, list[Loaded]]:
+    """The folder, and a seeded random choice of at most ``max_images`` of its images
     converted to the model's input; VisiontuneError if unreadable or too few."""
     if not folder.is_dir():
         raise VisiontuneError(f"--images {folder} is not a folder")
@@ -242,7 +244,7 @@ def _load_batch(
             f"files ignored): the drift check needs at least {MIN_IMAGES}"
         )
     skipped = tuple(name for name, _ in unreadable)
-    return Batch(folder, found=len(found), ignored=ignored, skipped=skipped, loaded=loaded)
+    return Batch(folder, found=len(found), ignored=ignored, skipped=skipped), loaded
 
 
 def _shape(channels: int, size: int) -> str:
