@@ -21,7 +21,15 @@ from visiontune.batches import Normalizer
 from visiontune.checkpoint import load_checkpoint
 from visiontune.errors import VisiontuneError
 from visiontune.features import features
-from visiontune.input_stats import MIN_IMAGES, MOVED, InputStats, Shift, drift_score, moments
+from visiontune.input_stats import (
+    MIN_IMAGES,
+    MOVED,
+    REFERENCE_SPLIT,
+    InputStats,
+    Shift,
+    drift_score,
+    moments,
+)
 from visiontune.input_stats import shifts as input_shifts
 from visiontune.mmd import MmdResult, mmd_test
 from visiontune.model_meta import ModelMeta
@@ -39,7 +47,6 @@ from visiontune.sources import files, image_files
 MAX_IMAGES = 1000
 PERMUTATIONS = 1000
 ALPHA = 0.05
-REFERENCE_SPLIT = "train"
 CPU = torch.device("cpu")
 
 

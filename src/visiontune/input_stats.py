@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+REFERENCE_SPLIT = "train"  # the prepared split whose statistics are the reference
 MIN_IMAGES = 20  # fewer images than this say too little to compare
 MOVED = 0.25  # a shift of at least this size is flagged as moved
 _CHUNK_PIXELS = 1 << 24  # values converted to float64 at a time

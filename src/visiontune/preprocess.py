@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from visiontune.errors import VisiontuneError, reason
-from visiontune.input_stats import InputStats, moments, size_bucket
+from visiontune.input_stats import REFERENCE_SPLIT, InputStats, moments, size_bucket
 from visiontune.params import DataParams
 from visiontune.paths import write_json
 from visiontune.sources import files
@@ -157,9 +157,11 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     for split, (images, labels) in splits.items():
         torch.save({"images": images, "labels": labels}, out_dir / f"{split}.pt")
     mean, std = _channel_stats(splits["train"][0])
-    train = dealt["train"][0]
+    described = dealt[REFERENCE_SPLIT][0]
     reference = InputStats.of(
-        moments(splits["train"][0]), [i.size for i in train], [i.mode for i in train]
+        moments(splits[REFERENCE_SPLIT][0]),
+        [image.size for image in described],
+        [image.mode for image in described],
     )
     counts = {split: len(labels) for split, (_, labels) in splits.items()}
     skipped = sorted(ref for ref, _ in unreadable)

@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from visiontune import __version__
 from visiontune.checkpoint import file_digest
 from visiontune.errors import VisiontuneError
-from visiontune.input_stats import MIN_IMAGES
+from visiontune.input_stats import MIN_IMAGES, REFERENCE_SPLIT
 from visiontune.predictors import Predictor, load_predictor
 from visiontune.preprocess import Loaded
 from visiontune.serving_input import (
@@ -172,7 +172,7 @@ def create_app(
     reference = None
     if meta.reference is not None:
         reference = DriftReference(
-            split="train",
+            split=REFERENCE_SPLIT,
             **meta.reference.to_dict(),
             window=drift_window,
             min_images=MIN_IMAGES,
