@@ -10,6 +10,7 @@ import torch
 
 from visiontune.checkpoint import load_checkpoint, save_checkpoint
 from visiontune.errors import VisiontuneError
+from visiontune.input_stats import InputStats
 from visiontune.model_meta import ModelMeta
 from visiontune.onnx_model import ExportMeta
 from visiontune.params import parse_params
@@ -39,15 +40,30 @@ def meta() -> ModelMeta:
         image_size=8,
         mean=(0.25,),
         std=(0.5,),
+        reference=InputStats(3, (0.25,), (0.5,), {"5-8px": 3}, {"L": 2, "P": 1}),
     )
 
 
 def test_dict_and_json_round_trips(meta: ModelMeta) -> None:
     data = meta.to_dict()
-    assert list(data) == ["params", "classes", "channels", "image_size", "mean", "std"]
+    keys = ["params", "classes", "channels", "image_size", "mean", "std", "reference"]
+    assert list(data) == keys
     assert data["classes"] == ["cat", "dog", "fish"] and data["mean"] == [0.25]
+    assert data["reference"]["modes"] == {"L": 2, "P": 1}
     assert ModelMeta.from_dict(data, PATH) == meta
     assert ModelMeta.from_dict(json.loads(json.dumps(data)), PATH) == meta
+
+
+def test_a_model_trained_before_references_loads_without_one(meta: ModelMeta) -> None:
+    data = meta.to_dict()
+    del data["reference"]
+    assert ModelMeta.from_dict(data, PATH).reference is None
+    data["reference"] = {"count": 3, "mean": [0.2]}
+    with pytest.raises(VisiontuneError) as error:
+        ModelMeta.from_dict(data, PATH)
+    assert str(error.value) == (
+        f"{PATH} is not a visiontune model file (unusable meta: reference: no std, sizes, modes)"
+    )
 
 
 def test_checkpoint_round_trip(meta: ModelMeta, tmp_path: Path) -> None:

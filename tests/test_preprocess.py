@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -88,6 +89,11 @@ def test_prepare_digits(digits_raw: Path, tmp_path: Path) -> None:
     train = load_split(tmp_path, "train")[0].double() / 255
     assert meta.mean == (pytest.approx(train.mean().item(), abs=1e-6),)
     assert meta.std == (pytest.approx(train.std(correction=0).item(), abs=1e-6),)
+    reference = meta.reference
+    assert reference is not None and reference.count == 1259
+    assert reference.mean == pytest.approx(meta.mean, abs=1e-6)
+    assert reference.std == pytest.approx(meta.std, abs=1e-6)
+    assert (reference.sizes, reference.modes) == ({"5-8px": 1259}, {"L": 1259})  # as they came
 
 
 def test_prepare_is_deterministic(digits_raw: Path, tmp_path: Path) -> None:
@@ -123,6 +129,32 @@ def test_prepare_folder_keeps_class_order(tmp_path: Path, make_image_folder) -> 
     assert load_meta(tmp_path / "prepared").classes == ("cat", "dog")
     labels = torch.cat(list(_all_labels(tmp_path / "prepared").values()))
     assert torch.bincount(labels).tolist() == [10, 20]
+
+
+def test_reference_mixes_count_the_train_images_as_they_came(
+    tmp_path: Path, make_image_folder
+) -> None:
+    source = tmp_path / "source"
+    make_image_folder(source, ["cat"], per_class=10, size=8, mode="L")
+    make_image_folder(source / "dog", ["large"], per_class=10, size=40, mode="RGB")
+    download(str(source), tmp_path / "raw")
+    prepare(tmp_path / "raw", tmp_path / "prepared", DataParams(image_size=8, channels=3))
+    reference = load_meta(tmp_path / "prepared").reference
+    assert reference is not None and reference.count == 12  # 6 of each class's 10 train
+    assert reference.sizes == {"33-64px": 6, "5-8px": 6}
+    assert reference.modes == {"L": 6, "RGB": 6}
+
+
+def test_a_meta_json_without_reference_loads(tmp_path: Path, digits_raw: Path) -> None:
+    prepare(digits_raw, tmp_path, DataParams())
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    del meta["reference"]
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    assert load_meta(tmp_path).reference is None
+    meta["reference"] = {"count": 3}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(VisiontuneError, match=r"unusable reference: no mean, std, sizes, modes"):
+        load_meta(tmp_path)
 
 
 @pytest.fixture

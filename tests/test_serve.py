@@ -28,6 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from visiontune.batches import Normalizer, evaluate_split
 from visiontune.checkpoint import load_checkpoint
 from visiontune.errors import VisiontuneError
+from visiontune.input_stats import MIN_IMAGES, MOVED
 from visiontune.predictors import TorchPredictor, load_predictor
 from visiontune.preprocess import load_split
 from visiontune.serving import model_revision
@@ -35,6 +36,7 @@ from visiontune.serving import model_revision
 MAX_BYTES = 1_000_000
 MAX_PIXELS = 1_000_000
 REVISION = "0123abc-test"
+DRIFT_WINDOW = 48  # fewer than the test split's 60 images: one batch fills the window
 STARTUP_TIMEOUT = 60.0
 
 
@@ -80,7 +82,7 @@ def _wait_healthy(client: httpx.Client, process: subprocess.Popen, log: Path) ->
 def server(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     log = tmp_path_factory.mktemp("serve") / "server.log"
     limits = ["--max-bytes", str(MAX_BYTES), "--max-pixels", str(MAX_PIXELS), "--threads", "1"]
-    with _serve(trained_model, log, *limits) as running:
+    with _serve(trained_model, log, *limits, "--drift-window", str(DRIFT_WINDOW)) as running:
         yield running
 
 
@@ -225,6 +227,13 @@ def test_metadata(server: Server) -> None:
     assert metadata["sha256"] == hashlib.sha256(server.model.read_bytes()).hexdigest()
     assert metadata["revision"] == REVISION
     assert metadata["limits"] == {"max_bytes": MAX_BYTES, "max_files": 64, "max_pixels": MAX_PIXELS}
+    assert checkpoint["reference"]["sizes"] == {"5-8px": checkpoint["reference"]["count"]}
+    assert metadata["reference"] == {
+        "split": "train",
+        **checkpoint["reference"],
+        "window": DRIFT_WINDOW,
+        "min_images": MIN_IMAGES,
+    }
 
 
 def test_metrics_count_requests_latency_and_predictions(server: Server, held_out) -> None:
@@ -252,6 +261,34 @@ def test_metrics_count_requests_latency_and_predictions(server: Server, held_out
     for label in set(labels):
         assert delta("visiontune_predictions_total", label=label) == labels.count(label)
     assert ("visiontune_predictions_total", (("label", "9"),)) in after  # all classes, from 0
+
+
+def _drift_score(server: Server) -> float:
+    metrics = _metrics(server)
+    assert metrics[("visiontune_input_drift_window_images", ())] == DRIFT_WINDOW
+    return metrics[("visiontune_input_drift_score", ())]
+
+
+def test_metrics_confidence_and_rolling_input_drift(server: Server, held_out) -> None:
+    images = held_out[0][:DRIFT_WINDOW]
+    before = _metrics(server)
+    files = [("files", (f"{i}.png", _tensor_png(image))) for i, image in enumerate(images)]
+    predictions = server.client.post("/predict/batch", files=files).json()["predictions"]
+    after = _metrics(server)
+    count = ("visiontune_prediction_confidence_count", ())
+    assert after[count] - before[count] == DRIFT_WINDOW
+    total = ("visiontune_prediction_confidence_sum", ())
+    confidence = sum(p["probability"] for p in predictions)
+    assert after[total] - before[total] == pytest.approx(confidence, abs=1e-4)
+    above_half = ("visiontune_prediction_confidence_bucket", (("le", "0.5"),))
+    low = sum(p["probability"] <= 0.5 for p in predictions)
+    assert after[above_half] - before[above_half] == low
+    held_out_score = _drift_score(server)
+    assert 0 <= held_out_score < MOVED
+
+    inverted = [("files", (f"{i}.png", _tensor_png(255 - image))) for i, image in enumerate(images)]
+    assert server.client.post("/predict/batch", files=inverted).status_code == 200
+    assert _drift_score(server) > 3 * MOVED  # the pixel mean moved by about one std
 
 
 def test_docs_and_openapi(server: Server) -> None:
@@ -465,6 +502,7 @@ def test_torch_predictor(trained_model: Path, held_out, expected_labels) -> None
         "mean",
         "std",
         "params",
+        "reference",
     }
     assert predictor.format == "torch"
     probabilities = predictor.probabilities(held_out[0].numpy())
@@ -556,5 +594,23 @@ def test_onnx_export_serves_the_same_labels(
         metadata = server.client.get("/metadata").json()
         assert (metadata["format"], metadata["model_name"]) == ("onnx", "cnn")
         assert metadata["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+        reference = torch.load(trained_model, weights_only=True)["reference"]
+        assert metadata["reference"]["mean"] == reference["mean"]  # the export carries it
         assert _predict_batch(server, pngs) == expected_labels
         assert [_predict(server, png).json()["label"] for png in pngs[:10]] == expected_labels[:10]
+
+
+def test_a_model_trained_before_references_serves_without_a_drift_score(
+    trained_model: Path, tmp_path: Path, held_out, expected_labels
+) -> None:
+    checkpoint = torch.load(trained_model, weights_only=True)
+    del checkpoint["reference"]
+    old = tmp_path / "old.pt"
+    torch.save(checkpoint, old)
+    pngs = [_tensor_png(image) for image in held_out[0]]
+    with _serve(old, tmp_path / "server.log") as server:
+        assert server.client.get("/metadata").json()["reference"] is None
+        assert _predict_batch(server, pngs) == expected_labels
+        metrics = _metrics(server)
+        assert metrics[("visiontune_input_drift_window_images", ())] == len(pngs)
+        assert np.isnan(metrics[("visiontune_input_drift_score", ())])

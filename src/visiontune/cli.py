@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 
-from visiontune.errors import one_line_errors
+from visiontune.errors import DRIFT_EXIT, one_line_errors
 from visiontune.params import load_params, parse_override, with_overrides
 from visiontune.paths import DEFAULT_STORAGE, MODEL, PREPARED
 
@@ -123,6 +124,7 @@ def _serve(args: argparse.Namespace) -> None:
         threads=args.threads,
         max_bytes=args.max_bytes or serving.DEFAULT_MAX_BYTES,
         max_pixels=args.max_pixels or serving.DEFAULT_MAX_PIXELS,
+        drift_window=args.drift_window or serving.DEFAULT_DRIFT_WINDOW,
     )
 
 
@@ -140,12 +142,85 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "--max-pixels", type=_int_range(1), help="pixels an image may have (default 40M)"
     )
     serve.add_argument(
+        "--drift-window",
+        type=_int_range(1),
+        help="last images the input-drift score of /metrics covers (default 1000)",
+    )
+    serve.add_argument(
         "--threads",
         type=_int_range(0),
         default=0,
         help="torch/onnxruntime threads (0 = their default; 1 is fastest for small models)",
     )
     serve.set_defaults(func=_serve)
+
+
+def _drift(args: argparse.Namespace) -> None:
+    from visiontune import drift
+    from visiontune.paths import write_json
+
+    report = drift.check_drift(
+        args.images,
+        args.reference,
+        args.model,
+        max_images=args.max_images or drift.MAX_IMAGES,
+        permutations=args.permutations or drift.PERMUTATIONS,
+        alpha=args.alpha or drift.ALPHA,
+        seed=args.seed,
+        skip_corrupt=args.skip_corrupt,
+    )
+    print(report.verdict())
+    print(report.table())
+    if args.out:
+        write_json(args.out, report.to_dict())
+        print(f"wrote {args.out}")
+    if report.drift and args.fail_on_drift:
+        sys.exit(DRIFT_EXIT)
+
+
+def _add_drift(commands: argparse._SubParsersAction) -> None:
+    drift = commands.add_parser(
+        "drift",
+        help="is a folder of images from the training distribution? (MMD test, input stats)",
+    )
+    drift.add_argument(
+        "--images", type=Path, required=True, help="folder of images, searched recursively"
+    )
+    drift.add_argument(
+        "--reference", type=Path, default=PREPARED, help="prepared data: its train split"
+    )
+    drift.add_argument("--model", type=Path, default=MODEL, help=".pt checkpoint")
+    drift.add_argument("--out", type=Path, help="JSON file to write the result to")
+    drift.add_argument(
+        "--fail-on-drift",
+        action="store_true",
+        help=f"exit with status {DRIFT_EXIT} when drift is detected",
+    )
+    drift.add_argument(
+        "--max-images",
+        type=_int_range(1),
+        help="images of each side compared, a seeded random choice (default 1000)",
+    )
+    drift.add_argument(
+        "--permutations", type=_int_range(1), help="of the permutation test (default 1000)"
+    )
+    drift.add_argument("--alpha", type=_probability, help="significance level (default 0.05)")
+    drift.add_argument("--seed", type=int, default=0, help="of the sub-samples and permutations")
+    drift.add_argument(
+        "--skip-corrupt", action="store_true", help="leave unreadable images out, counted"
+    )
+    drift.set_defaults(func=_drift)
+
+
+def _probability(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 def _int_range(low: int, high: int | None = None):
@@ -266,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(batch, "the measurement")
     batch.set_defaults(func=_batch_size)
     _add_serve(commands)
+    _add_drift(commands)
     return parser
 
 

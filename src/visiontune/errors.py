@@ -15,6 +15,8 @@ DEBUG_ENV = "VISIONTUNE_DEBUG"
 # Exit status of a stage stopped by a user error (bad params or data, diverging training):
 # the tuner tells it from a crash by this code and does not retry it. Commands exit 1.
 USER_ERROR_EXIT = 3
+# Exit status of `visiontune drift --fail-on-drift` that found drift (not an error).
+DRIFT_EXIT = 4
 
 
 class VisiontuneError(Exception):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visiontune.errors import VisiontuneError, reason
+from visiontune.input_stats import InputStats
 from visiontune.params import Params, SpaceParam
 
 if TYPE_CHECKING:
@@ -30,8 +31,9 @@ class ModelMeta:
 
     ``classes`` are the names of its outputs, in order; it takes uint8 images of
     ``channels`` x ``image_size`` x ``image_size``, standardised per channel with the
-    train split's ``mean`` and ``std`` (on a 0..1 scale). Fields are in the checkpoint's
-    key order.
+    train split's ``mean`` and ``std`` (on a 0..1 scale). ``reference`` is the train
+    split's input statistics, which drift checks compare against (None in a model trained
+    before they were recorded). Fields are in the checkpoint's key order.
     """
 
     params: Params
@@ -40,6 +42,7 @@ class ModelMeta:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    reference: InputStats | None = None
 
     @classmethod
     def trained_on(cls, prepared: PreparedMeta, params: Params) -> ModelMeta:
@@ -51,6 +54,7 @@ class ModelMeta:
             image_size=prepared.image_size,
             mean=prepared.mean,
             std=prepared.std,
+            reference=prepared.reference,
         )
 
     def build_model(self, *, load_pretrained: bool = False) -> nn.Module:
@@ -78,6 +82,7 @@ class ModelMeta:
             "image_size": self.image_size,
             "mean": list(self.mean),
             "std": list(self.std),
+            "reference": None if self.reference is None else self.reference.to_dict(),
         }
 
     @classmethod
@@ -85,8 +90,10 @@ class ModelMeta:
         """The meta in ``data`` (a :meth:`to_dict`, also after a JSON round trip), read from
         ``path``. VisiontuneError (one line) if a key is missing, naming every missing one,
         ``extra_keys`` (those the file holds besides the meta) first, or a value is unusable.
+        ``reference`` may be missing (a model trained before it was recorded).
         """
-        keys = (*extra_keys, *(field.name for field in dataclasses.fields(cls)))
+        fields = (field.name for field in dataclasses.fields(cls) if field.name != "reference")
+        keys = (*extra_keys, *fields)
         missing = [key for key in keys if not isinstance(data, Mapping) or key not in data]
         if missing:
             names = ", ".join(missing)
@@ -99,12 +106,21 @@ class ModelMeta:
                 image_size=int(data["image_size"]),
                 mean=tuple(float(m) for m in data["mean"]),
                 std=tuple(float(s) for s in data["std"]),
+                reference=_reference(data.get("reference")),
             )
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             why = f"unknown key {exc}" if isinstance(exc, KeyError) else reason(exc)
             raise VisiontuneError(
                 f"{path} is not a visiontune model file (unusable meta: {why})"
             ) from None
+
+
+def _reference(data: Any) -> InputStats | None:
+    """The stored reference statistics, if any; ValueError if unusable."""
+    try:
+        return None if data is None else InputStats.from_dict(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"reference: {reason(exc)}") from None
 
 
 def _rebuild(cls: type, data: Mapping[str, Any]) -> Any:

@@ -3,40 +3,52 @@
 ``prepare`` writes ``{train,val,test}.pt`` (``{"images": uint8 (N,C,S,S), "labels": int64
 (N,)}``) and ``meta.json`` (classes, channels, image_size, train mean/std per channel on a
 0..1 scale, split counts, skipped unreadable images, non-image files the download stage
-ignored). ``image_to_tensor`` is the one place where an image is converted, so that
-training and serving see identical pixels.
+ignored, and the train split's :class:`InputStats`: the reference that drift checks
+compare against). ``image_to_tensor`` is the one place where an image is converted, so that
+training, serving and drift checks see identical pixels.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pickle
 import struct
 import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image
 
 from visiontune.errors import VisiontuneError, reason
+from visiontune.input_stats import REFERENCE_SPLIT, InputStats, moments, size_bucket
 from visiontune.params import DataParams
 from visiontune.paths import write_json
+from visiontune.sources import files
 
 SPLITS = ("train", "val", "test")
 
 MAX_LISTED = 10  # unreadable images named in the error; the rest are counted
 
-Loader = Callable[[object], torch.Tensor]  # loads one image reference (array index or path)
+
+class Loaded(NamedTuple):
+    """One image as the model takes it, with its source's size bucket and mode."""
+
+    tensor: torch.Tensor
+    size: str
+    mode: str
+
+
+Loader = Callable[[object], Loaded]  # loads one image reference (array index or path)
 
 # What Pillow raises for a file that is not a readable image (or is a decompression bomb).
-_UNREADABLE = (
+UNREADABLE = (
     OSError,
     ValueError,
     SyntaxError,
@@ -54,7 +66,9 @@ class PreparedMeta:
     ``classes`` name the labels 0..K-1; images are uint8 ``channels`` x ``image_size`` x
     ``image_size``; ``mean``/``std`` are the train split's per channel (0..1 scale);
     ``counts`` the images per split; ``skipped`` the unreadable images left out (with
-    ``data.skip_corrupt``), ``ignored`` the non-image files the download stage passed over.
+    ``data.skip_corrupt``), ``ignored`` the non-image files the download stage passed over;
+    ``reference`` the train split's input statistics (None in a meta.json written before
+    they were recorded).
     """
 
     classes: tuple[str, ...]
@@ -65,15 +79,21 @@ class PreparedMeta:
     counts: dict[str, int]
     skipped: tuple[str, ...]
     ignored: tuple[str, ...]
+    reference: InputStats | None = None
 
     @classmethod
     def from_dict(cls, data: Any, path: Path) -> PreparedMeta:
         """The meta.json ``data`` read from ``path``; VisiontuneError naming missing keys."""
-        keys = [field.name for field in dataclasses.fields(cls)]
+        keys = [field.name for field in dataclasses.fields(cls) if field.name != "reference"]
         missing = [key for key in keys if not isinstance(data, dict) or key not in data]
         if missing:
             raise _corrupt(path, f"no {', '.join(missing)}")
-        return cls(**{key: _frozen(data[key]) for key in keys})
+        try:
+            stored = data.get("reference")
+            reference = None if stored is None else InputStats.from_dict(stored)
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _corrupt(path, f"unusable reference: {reason(exc)}") from None
+        return cls(**{key: _frozen(data[key]) for key in keys}, reference=reference)
 
 
 def _frozen(value: Any) -> Any:
@@ -95,6 +115,26 @@ def image_to_tensor(image: Image.Image, channels: int, size: int) -> torch.Tenso
     return pixels.unsqueeze(0) if channels == 1 else pixels.permute(2, 0, 1).contiguous()
 
 
+def convert(image: Image.Image, channels: int, size: int) -> Loaded:
+    """:func:`image_to_tensor`, with the image's size bucket and mode as it came."""
+    size_, mode = size_bucket(*image.size), image.mode  # before draft() changes them
+    return Loaded(image_to_tensor(image, channels, size), size_, mode)
+
+
+def load_file(path: Path, channels: int, size: int) -> Loaded:
+    """An image file, converted as :func:`convert` does."""
+    with Image.open(path) as image:
+        return convert(image, channels, size)
+
+
+@contextmanager
+def decompression_bombs_refused() -> Iterator[None]:
+    """Within the block, Pillow's decompression-bomb warning is an error (unreadable)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        yield
+
+
 def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     """Decode, resize and split the raw dataset; write tensors and meta.json; return counts.
 
@@ -106,16 +146,23 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     classes = source["classes"]
     ignored = source.get("ignored", [])
     members, load = _open_raw(raw_dir, source, data)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+    with decompression_bombs_refused():
         loaded, unreadable = _load_classes(members, load, data)
     if unreadable and not data.skip_corrupt:
-        raise _unreadable_error(unreadable)
-    splits = _split_classes(classes, loaded, data)
+        raise unreadable_error(unreadable, "set data.skip_corrupt=true to skip unreadable images")
+    dealt = _split_classes(classes, loaded, data)
+    shape = (data.channels, data.image_size, data.image_size)
+    splits = {split: _stack(*dealt[split], shape) for split in SPLITS}
     out_dir.mkdir(parents=True, exist_ok=True)
     for split, (images, labels) in splits.items():
         torch.save({"images": images, "labels": labels}, out_dir / f"{split}.pt")
     mean, std = _channel_stats(splits["train"][0])
+    described = dealt[REFERENCE_SPLIT][0]
+    reference = InputStats.of(
+        moments(splits[REFERENCE_SPLIT][0]),
+        [image.size for image in described],
+        [image.mode for image in described],
+    )
     counts = {split: len(labels) for split, (_, labels) in splits.items()}
     skipped = sorted(ref for ref, _ in unreadable)
     meta = PreparedMeta(
@@ -127,6 +174,7 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
         counts=counts,
         skipped=tuple(skipped),
         ignored=tuple(ignored),
+        reference=reference,
     )
     write_json(out_dir / "meta.json", dataclasses.asdict(meta))
     return {**counts, "classes": len(classes), "skipped": len(skipped), "ignored": len(ignored)}
@@ -191,21 +239,16 @@ def _read_source(raw_dir: Path) -> dict:
 def _open_raw(raw_dir: Path, source: dict, data: DataParams) -> tuple[list[list], Loader]:
     """Per class, references to its images; and the function that loads one reference."""
     classes = source["classes"]
-    convert = functools.partial(image_to_tensor, channels=data.channels, size=data.image_size)
+    shape = {"channels": data.channels, "size": data.image_size}
     if source["format"] == "arrays":
         images, labels = _read_arrays(raw_dir / "arrays.npz")
         members = [np.flatnonzero(labels == label).tolist() for label in range(len(classes))]
-        return members, lambda index: convert(Image.fromarray(images[index]))
-
-    def load_file(relative: object) -> torch.Tensor:
-        with Image.open(raw_dir / str(relative)) as image:
-            return convert(image)
-
+        return members, lambda index: convert(Image.fromarray(images[index]), **shape)
     members = [
-        [path.relative_to(raw_dir).as_posix() for path in _files(raw_dir / "images" / name)]
+        [path.relative_to(raw_dir).as_posix() for path in files(raw_dir / "images" / name)]
         for name in classes
     ]
-    return members, load_file
+    return members, lambda relative: load_file(raw_dir / str(relative), **shape)
 
 
 def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -216,10 +259,6 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise VisiontuneError(f"cannot read {path} ({exc}); run `dvc repro download`") from None
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(path for path in folder.rglob("*") if path.is_file())
-
-
 def _subset(refs: list, limit: int, rng: np.random.Generator) -> list:
     """At most ``limit`` references (0 = all), a seeded random choice kept in order."""
     if not limit or len(refs) <= limit:
@@ -227,32 +266,32 @@ def _subset(refs: list, limit: int, rng: np.random.Generator) -> list:
     return [refs[i] for i in np.sort(rng.choice(len(refs), limit, replace=False))]
 
 
-def _load_all(refs: list, load: Loader, unreadable: list[tuple[str, str]]) -> list:
+def load_all(refs: list, load: Loader, unreadable: list[tuple[str, str]]) -> list[Loaded]:
     """Load every reference; append each unreadable one, with the reason, to ``unreadable``."""
-    tensors = []
+    images = []
     for ref in refs:
         try:
-            tensors.append(load(ref))
-        except _UNREADABLE as exc:
+            images.append(load(ref))
+        except UNREADABLE as exc:
             unreadable.append((str(ref), reason(exc)))
-    return tensors
+    return images
 
 
 def _load_classes(
     members: list[list], load: Loader, data: DataParams
-) -> tuple[list[list[torch.Tensor]], list[tuple[str, str]]]:
+) -> tuple[list[list[Loaded]], list[tuple[str, str]]]:
     """Per class, its (subset of) images in a seeded random order; and the unreadable ones."""
     rng = np.random.default_rng(data.seed)
     loaded, unreadable = [], []
     for refs in members:
-        tensors = _load_all(_subset(refs, data.max_per_class, rng), load, unreadable)
-        loaded.append([tensors[i] for i in rng.permutation(len(tensors))])
+        images = load_all(_subset(refs, data.max_per_class, rng), load, unreadable)
+        loaded.append([images[i] for i in rng.permutation(len(images))])
     return loaded, unreadable
 
 
-def _unreadable_error(unreadable: list[tuple[str, str]]) -> VisiontuneError:
-    """One error naming every unreadable image (the first ``MAX_LISTED``, then a count)."""
-    hint = "set data.skip_corrupt=true to skip unreadable images"
+def unreadable_error(unreadable: list[tuple[str, str]], hint: str) -> VisiontuneError:
+    """One error naming every unreadable image (the first ``MAX_LISTED``, then a count),
+    ending with ``hint`` (how to skip them)."""
     if len(unreadable) == 1:
         ref, reason = unreadable[0]
         return VisiontuneError(f"cannot read image {ref}: {reason}; {hint}")
@@ -263,19 +302,18 @@ def _unreadable_error(unreadable: list[tuple[str, str]]) -> VisiontuneError:
 
 
 def _split_classes(
-    classes: list[str], loaded: list[list[torch.Tensor]], data: DataParams
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    classes: list[str], loaded: list[list[Loaded]], data: DataParams
+) -> dict[str, tuple[list[Loaded], list[int]]]:
     """Deal each class's shuffled images into stratified train/val/test splits."""
-    parts: dict[str, tuple[list[torch.Tensor], list[int]]] = {s: ([], []) for s in SPLITS}
-    for label, (name, tensors) in enumerate(zip(classes, loaded, strict=True)):
+    parts: dict[str, tuple[list[Loaded], list[int]]] = {s: ([], []) for s in SPLITS}
+    for label, (name, members) in enumerate(zip(classes, loaded, strict=True)):
         start = 0
-        for split, count in zip(SPLITS, _split_sizes(len(tensors), data, name), strict=True):
+        for split, count in zip(SPLITS, _split_sizes(len(members), data, name), strict=True):
             images, labels = parts[split]
-            images.extend(tensors[start : start + count])
+            images.extend(members[start : start + count])
             labels.extend([label] * count)
             start += count
-    shape = (data.channels, data.image_size, data.image_size)
-    return {split: _stack(*parts[split], shape) for split in SPLITS}
+    return parts
 
 
 def _split_sizes(count: int, data: DataParams, name: str) -> tuple[int, int, int]:
@@ -292,9 +330,10 @@ def _split_sizes(count: int, data: DataParams, name: str) -> tuple[int, int, int
 
 
 def _stack(
-    images: list[torch.Tensor], labels: list[int], shape: tuple[int, int, int]
+    images: list[Loaded], labels: list[int], shape: tuple[int, int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    stacked = torch.stack(images) if images else torch.empty((0, *shape), dtype=torch.uint8)
+    tensors = [image.tensor for image in images]
+    stacked = torch.stack(tensors) if tensors else torch.empty((0, *shape), dtype=torch.uint8)
     return stacked, torch.tensor(labels, dtype=torch.int64)
 
 

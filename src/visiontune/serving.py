@@ -1,7 +1,8 @@
 """``visiontune serve``: an HTTP API (FastAPI on uvicorn) that classifies uploaded images.
 
 ``POST /predict`` (one image), ``POST /predict/batch`` (several), ``GET /health``,
-``GET /metadata``, ``GET /metrics`` (Prometheus); OpenAPI docs at ``/docs``. Uploads go
+``GET /metadata``, ``GET /metrics`` (Prometheus, with the confidence of predictions and the
+rolling input-drift score of the last images); OpenAPI docs at ``/docs``. Uploads go
 through the preprocess stage's ``image_to_tensor``, so the model sees the same pixels as in
 training and evaluation.
 """
@@ -22,7 +23,9 @@ from starlette.concurrency import run_in_threadpool
 from visiontune import __version__
 from visiontune.checkpoint import file_digest
 from visiontune.errors import VisiontuneError
+from visiontune.input_stats import MIN_IMAGES, REFERENCE_SPLIT
 from visiontune.predictors import Predictor, load_predictor
+from visiontune.preprocess import Loaded
 from visiontune.serving_input import (
     FORMATS,
     BodySizeLimit,
@@ -34,6 +37,7 @@ from visiontune.tools import run_tool
 
 DEFAULT_MAX_BYTES = 10 * 2**20
 DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_DRIFT_WINDOW = 1000
 MAX_FILES = 64
 
 
@@ -62,6 +66,21 @@ class Limits(BaseModel):
     max_pixels: int
 
 
+class DriftReference(BaseModel):
+    """What the input-drift score compares against: the statistics of the split the model
+    was trained on (per-channel pixel mean/std on a 0..1 scale, source size buckets and
+    modes), and the window of last images it is computed over."""
+
+    split: str
+    count: int
+    mean: list[float]
+    std: list[float]
+    sizes: dict[str, int]
+    modes: dict[str, int]
+    window: int
+    min_images: int
+
+
 class Metadata(BaseModel):
     """The served model: what it classifies, how it was trained, which file and revision."""
 
@@ -76,6 +95,7 @@ class Metadata(BaseModel):
     sha256: str
     revision: str | None
     limits: Limits
+    reference: DriftReference | None  # None: a model trained before it was recorded
 
 
 class ErrorDetail(BaseModel):
@@ -106,19 +126,25 @@ class Classifier:
     def classify(self, files: Sequence[tuple[str, bytes]], top_k: int) -> list[Prediction]:
         """Predictions for ``(name, content)`` files, in order; HTTPException naming a bad one."""
         with self._lock:
-            images = np.stack([self._decode(name, content) for name, content in files])
+            decoded = [self._decode(name, content) for name, content in files]
+            images = np.stack([image.tensor.numpy() for image in decoded])
             probabilities = self.predictor.probabilities(images)
         predictions = [self._prediction(row, top_k) for row in probabilities]
-        self.metrics.count_predictions(p.label for p in predictions)
+        self.metrics.observe(
+            [p.label for p in predictions],
+            probabilities.max(axis=1).tolist(),
+            images,
+            [image.size for image in decoded],
+            [image.mode for image in decoded],
+        )
         return predictions
 
-    def _decode(self, name: str, content: bytes) -> np.ndarray:
+    def _decode(self, name: str, content: bytes) -> Loaded:
         meta = self.predictor.meta
         try:
-            image = decode_image(content, meta.channels, meta.image_size, self.max_pixels)
+            return decode_image(content, meta.channels, meta.image_size, self.max_pixels)
         except HTTPException as exc:
             raise HTTPException(exc.status_code, f"{name}: {exc.detail}") from None
-        return image.numpy()
 
     def _prediction(self, row: np.ndarray, top_k: int) -> Prediction:
         best = np.argsort(-row, kind="stable")[:top_k]  # ties: lowest index, as argmax
@@ -135,16 +161,26 @@ def create_app(
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = MAX_FILES,
+    drift_window: int = DEFAULT_DRIFT_WINDOW,
 ) -> FastAPI:
-    """The API serving ``predictor`` (loaded from ``model_path``), with its own metrics."""
+    """The API serving ``predictor`` (loaded from ``model_path``), with its own metrics;
+    the input-drift score covers the last ``drift_window`` images classified."""
     refuse_decompression_bombs()
     meta = predictor.meta
-    metrics = ServingMetrics(meta.classes)
+    metrics = ServingMetrics(meta.classes, meta.reference, drift_window)
     classifier = Classifier(predictor, max_pixels, metrics)
+    reference = None
+    if meta.reference is not None:
+        reference = DriftReference(
+            split=REFERENCE_SPLIT,
+            **meta.reference.to_dict(),
+            window=drift_window,
+            min_images=MIN_IMAGES,
+        )
     metadata = Metadata(
         model_name=meta.params.model.name,
         format=predictor.format,
-        **meta.to_dict(),
+        **{**meta.to_dict(), "reference": reference},
         sha256=file_digest(model_path, "sha256"),
         revision=model_revision(model_path, _trained_md5(model_path, predictor)),
         limits=Limits(max_bytes=max_bytes, max_files=max_files, max_pixels=max_pixels),
@@ -214,12 +250,19 @@ def serve(
     threads: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    drift_window: int = DEFAULT_DRIFT_WINDOW,
 ) -> None:
     """Load the model (VisiontuneError if unusable), then serve it until interrupted."""
     import uvicorn
 
     predictor = load_predictor(model_path, threads)
-    app = create_app(predictor, model_path, max_bytes=max_bytes, max_pixels=max_pixels)
+    app = create_app(
+        predictor,
+        model_path,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        drift_window=drift_window,
+    )
     uvicorn.run(app, host=host, port=port)
 
 

@@ -6,14 +6,13 @@ import io
 import struct
 import warnings
 
-import torch
 from fastapi import HTTPException
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from visiontune.preprocess import image_to_tensor
+from visiontune.preprocess import Loaded, convert
 
 # Formats Pillow may open: common raster formats only (EPS, for one, would run Ghostscript).
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
@@ -30,8 +29,9 @@ def refuse_decompression_bombs() -> None:
     warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
-def decode_image(data: bytes, channels: int, size: int, max_pixels: int) -> torch.Tensor:
-    """An uploaded file -> uint8 tensor (channels, size, size), as the preprocess stage does.
+def decode_image(data: bytes, channels: int, size: int, max_pixels: int) -> Loaded:
+    """An uploaded file -> uint8 tensor (channels, size, size), as the preprocess stage
+    converts it, with the upload's size bucket and mode.
 
     Raises HTTPException: 400 empty, corrupt or truncated; 413 more than ``max_pixels``
     pixels (checked on the header, before decoding); 415 not an image in ``FORMATS``.
@@ -43,7 +43,7 @@ def decode_image(data: bytes, channels: int, size: int, max_pixels: int) -> torc
             width, height = image.size
             if width * height > max_pixels:
                 raise HTTPException(413, _too_many_pixels(width, height, max_pixels))
-            return image_to_tensor(image, channels, size)
+            return convert(image, channels, size)
     except UnidentifiedImageError:
         raise HTTPException(
             415, f"not an image in a supported format ({', '.join(FORMATS)})"

@@ -304,7 +304,7 @@ def _copy_class_folders(root: Path, out: Path, source: str, top: Path | None = N
         )
     copied: set[Path] = set()
     for folder in folders:
-        images = _image_files(folder)
+        images = image_files(folder)
         if not images:
             raise VisiontuneError(
                 f"data.source {source}: class folder {folder.name!r} has no image files "
@@ -316,7 +316,7 @@ def _copy_class_folders(root: Path, out: Path, source: str, top: Path | None = N
             shutil.copyfile(file, target)
         copied.update(images)
     top = top or root
-    ignored = sorted(path.relative_to(top).as_posix() for path in _files(top) if path not in copied)
+    ignored = sorted(path.relative_to(top).as_posix() for path in files(top) if path not in copied)
     classes = [folder.name for folder in folders]
     return {"format": "folder", "classes": classes, "count": len(copied), "ignored": ignored}
 
@@ -329,16 +329,17 @@ def _visible(folder: Path) -> list[Path]:
     return sorted(entry for entry in folder.iterdir() if not _is_hidden(entry.name))
 
 
-def _files(folder: Path) -> list[Path]:
+def files(folder: Path) -> list[Path]:
     """Every file anywhere under ``folder``, sorted."""
     return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
-def _image_files(folder: Path) -> list[Path]:
-    """Files under ``folder`` with an image extension (any case) and no hidden path part."""
+def image_files(folder: Path) -> list[Path]:
+    """Files under ``folder`` with an image extension (any case) and no hidden path part:
+    the images of a class folder, and of a folder that ``visiontune drift`` checks."""
     return [
         path
-        for path in _files(folder)
+        for path in files(folder)
         if path.suffix.lower() in IMAGE_EXTENSIONS
         and not any(_is_hidden(part) for part in path.relative_to(folder).parts)
     ]
