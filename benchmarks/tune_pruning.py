@@ -3,8 +3,9 @@
 For each sampler seed, runs the same number of trials of the default tune space with
 ``tune.pruner: none`` and with each pruner asked for, in a random order, in-process on the
 prepared data of a temporary copy of a dataset (``mnist_subset`` at 16 px unless --set says
-otherwise). Trials run in-process (``visiontune tune --in-process``) so that the times are
-training, which pruning saves, not dvc's fixed cost per trial. Prints, per pruner, the
+otherwise; a key given with --set is fixed for every trial and leaves the space). Trials
+run in-process (``visiontune tune --in-process``) so that the times are training, which
+pruning saves, not dvc's fixed cost per trial. Prints, per pruner, the
 median and range over the seeds of its wall (and CPU) time as a ratio of the unpruned
 study's, of the difference in best val.acc (the best complete trial), and the trials it
 pruned. A first one-trial study, untimed, pays the imports.
@@ -54,6 +55,8 @@ def main() -> None:
     data = {k: v for k, v in overrides.items() if k.startswith("data.")}
     params = with_overrides(load_params(), data)
     fixed = {k: v for k, v in overrides.items() if not k.startswith("data.")}
+    space = tuple(param for param in params.tune.space if param.key not in fixed)
+    params = dataclasses.replace(params, tune=dataclasses.replace(params.tune, space=space))
     ratios: dict[str, list[float]] = {name: [] for name in pruners}
     cpu_ratios: dict[str, list[float]] = {name: [] for name in pruners}
     gains: dict[str, list[float]] = {name: [] for name in pruners}
