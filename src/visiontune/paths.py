@@ -23,6 +23,7 @@ SWEEP_PLOTS = Path("plots/sweep")  # sweep: grid.json, heatmap.html
 SWEEP_GRID = SWEEP_PLOTS / "grid.json"
 TUNE_SUMMARY = Path("metrics/tune.json")  # visiontune tune: in the workspace, not a stage's
 TUNE_PLOTS = Path("plots/tune")
+PROFILE_TRACE = Path("plots/profile/trace.json")  # visiontune profile: git-ignored
 DEFAULT_STORAGE = "sqlite:///.optuna/studies.db"  # Optuna storage: a git-ignored file
 
 
