@@ -38,17 +38,17 @@ class Timing:
 class Profile:
     """What ``visiontune profile`` measured: whole steps, their phases, the top operators.
 
-    ``step.cpu_us`` is the CPU time of all profiled steps and ``step.device_us`` the time
-    of every GPU kernel they ran (0 on a CPU); phases count inclusive time, operators their
-    self time.
+    ``step`` and ``phases`` count inclusive time: CPU time of the region, and the CUDA
+    kernels launched inside it (0 on a CPU). Operators count their self CPU time, kernels
+    their GPU time.
     """
 
     steps: int
     device: torch.device
     step: Timing
     phases: list[Timing]  # in PHASES order
-    by_cpu: list[Timing]  # the top operators by self CPU time
-    by_device: list[Timing]  # the top operators by self CUDA time (none on a CPU)
+    operators: list[Timing]  # the top operators by self CPU time
+    kernels: list[Timing]  # the top CUDA kernels by time (none on a CPU)
     trace: Path
 
 
@@ -96,25 +96,30 @@ def profile_training(
 
 
 def _summary(events: list[Any], steps: int, device: torch.device, trace: Path, top: int) -> Profile:
-    """The step, phases and top operators of torch's per-name averages."""
-    by_name = {event.key: event for event in events}
-    operators = [_own(e) for e in events if e.key not in {*PHASES, STEP}]
-    total = by_name[STEP]
+    """The step, phases, top operators and kernels in torch's per-name averages, which keep
+    host events apart from device ones (a label has one of each on a GPU)."""
+    from torch.autograd import DeviceType
+
+    host = {e.key: e for e in events if e.device_type == DeviceType.CPU}
+    operators = [_own(e) for key, e in host.items() if key not in {*PHASES, STEP}]
+    kernels = [
+        Timing(e.key, e.count, 0.0, e.self_device_time_total)
+        for e in events
+        if e.device_type != DeviceType.CPU and not e.is_user_annotation
+    ]
     return Profile(
         steps=steps,
         device=device,
-        step=Timing(STEP, total.count, total.cpu_time_total, sum(o.device_us for o in operators)),
-        phases=[_inclusive(by_name[name]) for name in PHASES if name in by_name],
-        by_cpu=sorted(operators, key=lambda o: o.cpu_us, reverse=True)[:top],
-        by_device=[
-            o for o in sorted(operators, key=lambda o: o.device_us, reverse=True) if o.device_us
-        ][:top],
+        step=_inclusive(host[STEP]),
+        phases=[_inclusive(host[name]) for name in PHASES if name in host],
+        operators=sorted(operators, key=lambda o: o.cpu_us, reverse=True)[:top],
+        kernels=sorted(kernels, key=lambda k: k.device_us, reverse=True)[:top],
         trace=trace,
     )
 
 
 def _own(event: Any) -> Timing:
-    return Timing(event.key, event.count, event.self_cpu_time_total, event.self_device_time_total)
+    return Timing(event.key, event.count, event.self_cpu_time_total)
 
 
 def _inclusive(event: Any) -> Timing:
@@ -122,10 +127,11 @@ def _inclusive(event: Any) -> Timing:
 
 
 def format_profile(result: Profile, params: Params) -> str:
-    """What ``visiontune profile`` prints: the step, its phases' shares, the top operators.
+    """What ``visiontune profile`` prints: the step, its phases' shares, the top operators
+    (and CUDA kernels).
 
-    Times are per step; a share is of the step's CPU time (of its CUDA kernels' time in
-    the CUDA columns). ``other`` is the step's time outside the phases (the loop itself).
+    Times are per step; a share is of the step's CPU time, or in CUDA columns of the
+    CUDA kernel time of the step. ``other`` is the step's time outside the phases.
     """
     cuda = result.device.type == "cuda"
     cfg, n = params.train, result.steps
@@ -135,37 +141,35 @@ def format_profile(result: Profile, params: Params) -> str:
         f"{_ms(result.step.cpu_us, n)} ms CPU time a step"
     )
     if cuda:
-        head += f", {_ms(result.step.device_us, n)} ms in CUDA kernels"
-    lines = [head, "", _header("phase", cuda)]
-    other = Timing("other", n, result.step.cpu_us - sum(p.cpu_us for p in result.phases))
-    lines += [_row(t, result, cuda and t is not other) for t in [*result.phases, other]]
-    tables = (
-        [("CPU", result.by_cpu), ("CUDA", result.by_device)] if cuda else [("CPU", result.by_cpu)]
-    )
-    for kind, operators in tables:
-        lines += [
-            "",
-            f"top {len(operators)} operators by self {kind} time",
-            _header("operator", cuda),
-        ]
-        lines += [_row(op, result, cuda) for op in operators]
+        head += f", {_ms(result.step.device_us, n)} ms of CUDA kernels"
+    cpu_total, device_total = result.step.cpu_us, max(result.step.device_us, 1.0)
+    other = Timing("other", n, cpu_total - sum(p.cpu_us for p in result.phases))
+    lines = [head, "", _columns("phase", "CPU", cuda)]
+    for phase in [*result.phases, other]:
+        line = _cells(phase, n, phase.cpu_us, cpu_total)
+        if cuda and phase is not other:
+            line += _cells(phase, n, phase.device_us, device_total, calls=False)
+        lines.append(line)
+    lines += ["", f"top {len(result.operators)} operators by self CPU time"]
+    lines += [_columns("operator", "CPU", False)]
+    lines += [_cells(op, n, op.cpu_us, cpu_total) for op in result.operators]
+    if cuda:
+        lines += ["", f"top {len(result.kernels)} CUDA kernels by time"]
+        lines += [_columns("kernel", "CUDA", False)]
+        lines += [_cells(k, n, k.device_us, device_total) for k in result.kernels]
     lines += ["", f"trace: {result.trace} (open it in https://ui.perfetto.dev or chrome://tracing)"]
     return "\n".join(lines)
 
 
-def _header(first: str, cuda: bool) -> str:
-    columns = f"{first:<44}{'calls':>7}{'CPU ms':>10}{'share':>8}"
+def _columns(first: str, kind: str, cuda: bool) -> str:
+    columns = f"{first:<48}{'calls':>6}{kind + ' ms':>10}{'share':>8}"
     return columns + (f"{'CUDA ms':>10}{'share':>8}" if cuda else "")
 
 
-def _row(timing: Timing, result: Profile, cuda: bool) -> str:
-    n = result.steps
-    line = f"{timing.name[:43]:<44}{timing.calls / n:>7g}{_ms(timing.cpu_us, n):>10}"
-    line += f"{timing.cpu_us / result.step.cpu_us:>8.1%}"
-    if cuda:
-        share = timing.device_us / max(result.step.device_us, 1)
-        line += f"{_ms(timing.device_us, n):>10}{share:>8.1%}"
-    return line
+def _cells(timing: Timing, steps: int, us: float, total: float, *, calls: bool = True) -> str:
+    """A timing's name and calls (per step), then ``us`` in ms per step and its share."""
+    head = f"{timing.name[:47]:<48}{timing.calls / steps:>6g}" if calls else ""
+    return head + f"{_ms(us, steps):>10}{us / total:>8.1%}"
 
 
 def _ms(microseconds: float, steps: int) -> str:
