@@ -102,9 +102,9 @@ def _occlusion(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Te
     return x.masked_fill(inside, 0.0)
 
 
-# Each corruption's function and its strength at severities 1 to 5. Noise, brightness,
-# contrast and pixelation take ImageNet-C's values; blur, rotation and occlusion are
-# chosen to fall from mild to severe on small images too.
+# Each corruption's function and its strength at severities 1 to 5. Noise, brightness and
+# contrast take ImageNet-C's values; the spatial ones step by an eighth of the side or so,
+# so that each severity differs from the last even on 8x8 images.
 SEVERITIES: dict[str, tuple[Corruption, tuple[float, ...]]] = {
     "gaussian_noise": (_gaussian_noise, (0.08, 0.12, 0.18, 0.26, 0.38)),  # sigma / 255
     "blur": (_blur, (0.04, 0.06, 0.08, 0.11, 0.14)),  # sigma / image side
