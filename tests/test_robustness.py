@@ -12,6 +12,16 @@ from visiontune.params import CORRUPTIONS, ParamsError, parse_params
 from visiontune.robustness import SEVERITIES, _subset, corrupt, robustness
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensor ops: on cores shared with another test worker, a second torch thread
+    only waits for the first."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _images(size: int) -> torch.Tensor:
     """Random uint8 images (a batch of 16, 3 channels)."""
     generator = torch.Generator().manual_seed(0)
