@@ -22,6 +22,7 @@ from visiontune.report import (
     markdown_table,
     optuna_plot,
     ranked,
+    robustness_figure,
     study_figures,
 )
 
@@ -155,7 +156,7 @@ def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(baseline_clone
     assert rows["main"][0] == "**main** ★ best"  # lr 0.01 beats lr 0.02 on val.acc
     assert rows["bad"][-4:] == ["", "", "", "failed"]
     assert "| experiment | model.lr | model.blocks | val acc |" in text
-    plots = ("val_loss", "val_acc", "sweep_heatmap", "tune_history", "tune_parallel")
+    plots = ("val_loss", "val_acc", "sweep_heatmap", "robustness", "tune_history", "tune_parallel")
     for name in (*plots, "tune_importance"):
         assert f"](report_plots/{name}.png)" in text
         _check_png(repo.path / "report_plots" / f"{name}.png")
@@ -185,6 +186,21 @@ def test_curves_of_30_runs_highlight_the_best_and_keep_the_legend_off_the_axes(t
     assert legend.get_window_extent().x0 >= axes.get_window_extent().x1
     first, *_, last = axes.get_lines()  # drawn in rank order: trial-0 best, trial-29 faded
     assert first.get_linewidth() > last.get_linewidth() and last.get_alpha() < 1
+
+
+def test_robustness_plot_has_a_line_per_corruption_over_severity(tmp_path):
+    rows = [
+        {"corruption": name, "severity": severity, "acc": 1 - severity * step}
+        for name, step in (("blur", 0.1), ("rotation", 0.2))
+        for severity in range(4)
+    ]
+    figure = robustness_figure(rows)
+    figure.savefig(tmp_path / "robustness.png")
+    _check_png(tmp_path / "robustness.png")
+    lines = figure.axes[0].get_lines()
+    assert [line.get_label() for line in lines] == ["blur", "rotation"]
+    assert list(lines[1].get_xdata()) == [0, 1, 2, 3]
+    assert list(lines[1].get_ydata()) == pytest.approx([1, 0.8, 0.6, 0.4])
 
 
 def test_a_study_of_30_trials_gets_history_parallel_coordinates_and_importances(tmp_path):

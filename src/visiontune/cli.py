@@ -11,7 +11,7 @@ import yaml
 
 from visiontune.errors import DRIFT_EXIT, one_line_errors
 from visiontune.params import load_params, parse_override, with_overrides
-from visiontune.paths import DEFAULT_STORAGE, MODEL, PREPARED
+from visiontune.paths import DEFAULT_STORAGE, MODEL, PREPARED, PROFILE_TRACE
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -112,6 +112,31 @@ def _batch_size(args: argparse.Namespace) -> None:
     from visiontune.finders import batch_size_find
 
     batch_size_find(_with_sets(args), PREPARED, candidates=args.candidates)
+
+
+def _profile(args: argparse.Namespace) -> None:
+    params = _with_sets(args)  # bad params fail before torch is imported
+    from visiontune.profiling import format_profile, profile_training
+
+    result = profile_training(params, PREPARED, steps=args.steps, trace=args.trace, top=args.top)
+    print(format_profile(result, params))
+
+
+def _add_profile(commands: argparse._SubParsersAction) -> None:
+    profile = commands.add_parser(
+        "profile", help="torch.profiler over training steps: phase shares, top operators, trace"
+    )
+    profile.add_argument(
+        "--steps", type=_int_range(1), default=20, help="training steps profiled (default 20)"
+    )
+    profile.add_argument(
+        "--top", type=_int_range(1), default=15, help="operators listed (default 15)"
+    )
+    profile.add_argument(
+        "--trace", type=Path, default=PROFILE_TRACE, help=f"Chrome trace (default {PROFILE_TRACE})"
+    )
+    _add_set(profile, "the profiled steps")
+    profile.set_defaults(func=_profile)
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -340,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_set(batch, "the measurement")
     batch.set_defaults(func=_batch_size)
+    _add_profile(commands)
     _add_serve(commands)
     _add_drift(commands)
     return parser

@@ -10,20 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from visiontune.batches import Normalizer, index_batches
 from visiontune.errors import VisiontuneError
-from visiontune.model_meta import ModelMeta
 from visiontune.params import Params
-from visiontune.preprocess import load_meta, load_split
-from visiontune.runtime import configure, resolve_device
-from visiontune.training import Trainer
+from visiontune.training import Trainer, TrainSplit
 
 SMOOTHING = 0.98  # EMA factor of the smoothed loss (fastai's and Lightning's default)
 DIVERGED = 4.0  # the LR test stops once the smoothed loss exceeds this multiple of its best
@@ -52,17 +47,6 @@ class BatchSizeResult:
     suggested: bool = False
 
 
-@dataclass(frozen=True)
-class _Data:
-    """The train split on the device, its normalisation and the meta of a model for it."""
-
-    device: torch.device
-    images: torch.Tensor
-    labels: torch.Tensor
-    normalize: Normalizer
-    meta: ModelMeta
-
-
 def lr_find(
     params: Params,
     prepared_dir: Path,
@@ -87,7 +71,7 @@ def lr_find(
     if steps < 2:
         raise VisiontuneError(f"steps must be >= 2, got {steps}")
     _check_batch_size(params.train.batch_size, "train.batch_size")
-    data = _load(params, prepared_dir)
+    data = TrainSplit.load(params, prepared_dir)
     trainer = _trainer(params, data)
     schedule = np.geomspace(min_lr, max_lr, steps).tolist()
     lrs, raw, smoothed = _range_test(trainer, data, schedule)
@@ -113,7 +97,7 @@ def batch_size_find(
         _check_batch_size(size, "--candidates")
     if steps < 1:
         raise VisiontuneError(f"steps must be >= 1, got {steps}")
-    data = _load(params, prepared_dir)
+    data = TrainSplit.load(params, prepared_dir)
     n = data.images.shape[0]
     results = []
     for size in sorted(set(candidates)):
@@ -138,41 +122,19 @@ def _check_batch_size(size: int, name: str) -> None:
         raise VisiontuneError(f"{name} must be >= 2 to measure training, got {size}")
 
 
-def _load(params: Params, prepared_dir: Path) -> _Data:
-    """The train split on ``train.device``, its normalisation and the meta of ``params``'s model."""
-    device = resolve_device(params.train.device)
-    meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
-    images, labels = (t.to(device) for t in load_split(prepared_dir, "train"))
-    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
-    return _Data(device, images, labels, normalize, meta)
-
-
-def _trainer(params: Params, data: _Data, batch_size: int | None = None) -> Trainer:
+def _trainer(params: Params, data: TrainSplit, batch_size: int | None = None) -> Trainer:
     """A freshly seeded model and the train stage's optimizer for it, with no schedule."""
     cfg = params.train
     cfg = dataclasses.replace(cfg, schedule="none", batch_size=batch_size or cfg.batch_size)
-    configure(cfg.seed, cfg.threads)
-    model = data.meta.build_model(load_pretrained=True).to(data.device)
-    model.train()
-    return Trainer(model, dataclasses.replace(params, train=cfg), data.images.shape[0], data.device)
-
-
-def _full_batches(
-    data: _Data, batch_size: int, generator: torch.Generator
-) -> Iterator[torch.Tensor]:
-    """Shuffled index batches of exactly ``batch_size`` (<= the split), epoch after epoch."""
-    while True:
-        for idx in index_batches(data.images.shape[0], batch_size, data.device, generator):
-            if idx.numel() == batch_size:
-                yield idx
+    return data.new_trainer(dataclasses.replace(params, train=cfg))
 
 
 def _range_test(
-    trainer: Trainer, data: _Data, schedule: list[float]
+    trainer: Trainer, data: TrainSplit, schedule: list[float]
 ) -> tuple[list[float], list[float], list[float]]:
     """Train one batch per lr of ``schedule``; the lrs reached, raw and smoothed losses."""
     batch_size = min(trainer.cfg.batch_size, data.images.shape[0])
-    batches = _full_batches(data, batch_size, trainer.generator)
+    batches = data.full_batches(batch_size, trainer.generator)
     lrs, raw, smoothed = [], [], []
     average, best = 0.0, math.inf
     for step, lr in enumerate(schedule):
@@ -194,7 +156,7 @@ def _range_test(
     return lrs, raw, smoothed
 
 
-def _step(trainer: Trainer, data: _Data, idx: torch.Tensor) -> torch.Tensor:
+def _step(trainer: Trainer, data: TrainSplit, idx: torch.Tensor) -> torch.Tensor:
     """One train-stage optimizer step on the batch ``idx``; its loss."""
     return trainer.step(data.images[idx], data.labels[idx], data.normalize)[1]
 
@@ -212,10 +174,10 @@ def _steepest(lrs: list[float], losses: list[float]) -> float:
     return lrs[start + int(np.argmin(slope))]
 
 
-def _throughput(params: Params, data: _Data, batch_size: int, steps: int) -> float:
+def _throughput(params: Params, data: TrainSplit, batch_size: int, steps: int) -> float:
     """Images per second over ``steps`` training steps, after one untimed warm-up step."""
     trainer = _trainer(params, data, batch_size)
-    batches = _full_batches(data, batch_size, trainer.generator)
+    batches = data.full_batches(batch_size, trainer.generator)
     _step(trainer, data, next(batches))
     _synchronize(data.device)
     start = time.perf_counter()

@@ -102,6 +102,28 @@ class SweepParams:
     metric: str = _spec("val.acc", choices=tuple(OBJECTIVES))
 
 
+# The robustness stage's corruptions, in the order its curves list them.
+CORRUPTIONS = (
+    "gaussian_noise",
+    "blur",
+    "brightness",
+    "contrast",
+    "rotation",
+    "pixelate",
+    "occlusion",
+)
+
+
+@dataclass(frozen=True)
+class RobustnessParams:
+    """The robustness stage: test accuracy under corruptions at severities 1..``severities``."""
+
+    corruptions: tuple = _spec(CORRUPTIONS, doc="corruptions applied to the test images")
+    severities: int = _spec(5, ge=1, le=5, doc="severities 1 to this (5, as ImageNet-C)")
+    max_images: int = _spec(0, ge=0, doc="test images used, a seeded subset; 0 = all")
+    seed: int = _spec(0, ge=0, doc="drives noise, rotations, occlusions, the subset")
+
+
 @dataclass(frozen=True)
 class SpaceParam:
     """One dimension of the tuning search space (``tune.space.<key>``)."""
@@ -159,6 +181,7 @@ class Params:
     train: TrainParams = field(default_factory=TrainParams)
     sweep: SweepParams = field(default_factory=SweepParams)
     tune: TuneParams = field(default_factory=TuneParams)
+    robustness: RobustnessParams = field(default_factory=RobustnessParams)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
@@ -258,6 +281,7 @@ def _check_consistency(params: Params) -> None:
         raise ParamsError("model.pretrained needs a timm model; model.name is 'cnn'")
     _check_sweep(params)
     _check_tune(params)
+    _check_robustness(params)
     if not _is_device(train.device):
         raise ParamsError(
             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}"
@@ -403,3 +427,12 @@ def _check_tune(params: Params) -> None:
         where = f"tune.space.{param.key}"
         values = param.choices if param.type == "categorical" else (param.low, param.high)
         _check_candidates(where, param.key, values)
+
+
+def _check_robustness(params: Params) -> None:
+    for name in params.robustness.corruptions:
+        if name not in CORRUPTIONS:
+            raise ParamsError(
+                f"robustness.corruptions: {name!r} is not a corruption; "
+                f"expected some of {', '.join(CORRUPTIONS)}"
+            )

@@ -17,10 +17,13 @@ TRAIN_SERIES = "plots/train/plots/metrics/{}.tsv"  # one series, e.g. val/acc
 TRAIN_METRICS = Path("metrics/train.json")
 EVALUATE_METRICS = Path("metrics/evaluate.json")  # evaluate
 EVALUATE_PLOTS = Path("plots/evaluate")
+ROBUSTNESS_METRICS = Path("metrics/robustness.json")  # robustness
+ROBUSTNESS_CURVES = Path("plots/robustness/curves.json")
 SWEEP_PLOTS = Path("plots/sweep")  # sweep: grid.json, heatmap.html
 SWEEP_GRID = SWEEP_PLOTS / "grid.json"
 TUNE_SUMMARY = Path("metrics/tune.json")  # visiontune tune: in the workspace, not a stage's
 TUNE_PLOTS = Path("plots/tune")
+PROFILE_TRACE = Path("plots/profile/trace.json")  # visiontune profile: git-ignored
 DEFAULT_STORAGE = "sqlite:///.optuna/studies.db"  # Optuna storage: a git-ignored file
 
 

@@ -5,7 +5,8 @@ the params that differ between the rows shown (not the tuner's own plumbing), so
 ``tune.metric`` (val.acc unless params.yaml says val.loss; best first; pruned runs after
 the finished ones; failed and metric-less runs last). Plots (matplotlib, no browser):
 val/loss and val/acc per epoch of the runs shown (the best few highlighted, the rest
-faded), the sweep stage's heatmap, and the Optuna study's history, parallel coordinates
+faded), the sweep stage's heatmap, the robustness stage's accuracy against severity, and
+the Optuna study's history, parallel coordinates
 and param importances when there is one.
 """
 
@@ -24,7 +25,7 @@ from typing import Any
 from visiontune.errors import VisiontuneError, reason
 from visiontune.experiments import Experiment, is_pruned, list_experiments
 from visiontune.params import OBJECTIVES
-from visiontune.paths import DEFAULT_STORAGE, SWEEP_GRID, TRAIN_SERIES
+from visiontune.paths import DEFAULT_STORAGE, ROBUSTNESS_CURVES, SWEEP_GRID, TRAIN_SERIES
 from visiontune.tools import run_tool
 
 DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
@@ -164,6 +165,7 @@ def write_report(
     figures = [
         *_curves(repo, table.rows, metric, plots),
         _sweep_heatmap(repo, workspace.params, plots),
+        _robustness(repo, plots),
         *study_figures(repo, workspace.params, plots, storage, study),
     ]
     sections = [_summary(runs, table), markdown_table(table)]
@@ -277,6 +279,35 @@ def _sweep_heatmap(repo: Path, params: dict[str, Any], plots: Path) -> tuple[str
     figure.colorbar(image, ax=axes)
     figure.savefig(plots / "sweep_heatmap.png")
     return title, plots / "sweep_heatmap.png"
+
+
+def _robustness(repo: Path, plots: Path) -> tuple[str, Path | None]:
+    """``robustness.png`` from the robustness stage's curves.json, if the workspace has one."""
+    title = "robustness"
+    if not (repo / ROBUSTNESS_CURVES).is_file():
+        return title, None
+    robustness_figure(json.loads((repo / ROBUSTNESS_CURVES).read_text())).savefig(
+        plots / "robustness.png"
+    )
+    return title, plots / "robustness.png"
+
+
+def robustness_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """Test accuracy against severity (0 = clean), one line per corruption."""
+    figure, axes = _figure("test accuracy under corruption")
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for row in rows:
+        severities, accs = curves.setdefault(row["corruption"], ([], []))
+        severities.append(row["severity"])
+        accs.append(row["acc"])
+    for name, (severities, accs) in curves.items():
+        axes.plot(severities, accs, marker="o", markersize=4, label=name)
+    axes.set_xlabel("severity (0 = clean)")
+    axes.set_ylabel("test acc")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    return figure
 
 
 def _mean(cell: Any) -> float:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,9 @@ from visiontune.paths import write_json
 from visiontune.preprocess import load_meta, load_split
 from visiontune.pruning import link_from_environment
 from visiontune.runtime import configure, resolve_device
+
+# The phases of a training step, in order; Trainer.phase wraps each (the profiler labels them).
+PHASES = ("data/augment", "forward", "backward", "optimizer step")
 
 
 class TrainingDiverged(VisiontuneError):
@@ -96,14 +100,10 @@ def fit(
     TrainingDiverged when the loss is no longer finite.
     """
     cfg = params.train
-    configure(cfg.seed, cfg.threads)
-    device = resolve_device(cfg.device)
-    meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
-    x_train, y_train = (t.to(device) for t in load_split(prepared_dir, "train"))
-    x_val, y_val = (t.to(device) for t in load_split(prepared_dir, "val"))
-    model = meta.build_model(load_pretrained=True).to(device)
-    trainer = Trainer(model, params, x_train.shape[0], device)
-    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
+    train = TrainSplit.load(params, prepared_dir)
+    trainer = train.new_trainer(params)
+    model, meta, normalize = trainer.model, train.meta, train.normalize
+    x_val, y_val = (t.to(train.device) for t in load_split(prepared_dir, "val"))
 
     history: list[EpochResult] = []
     best: EpochResult | None = None
@@ -111,7 +111,8 @@ def fit(
     pruned: Pruned | None = None
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
-        loss, acc = trainer.epoch(x_train, y_train, normalize, f"epoch {epoch}/{cfg.epochs}")
+        desc = f"epoch {epoch}/{cfg.epochs}"
+        loss, acc = trainer.epoch(train.images, train.labels, normalize, desc)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged: train/loss is {loss} at epoch {epoch}; "
@@ -174,7 +175,13 @@ def train(
 
 
 class Trainer:
-    """Optimizer, schedule and loss for one model; runs epochs over in-memory tensors."""
+    """Optimizer, schedule and loss for one model; runs epochs over in-memory tensors.
+
+    ``phase(name)`` wraps each phase of a step (``PHASES``): a no-op context unless the
+    profiler swaps in ``torch.profiler.record_function`` to label them.
+    """
+
+    phase: Callable[[str], AbstractContextManager] = nullcontext
 
     def __init__(self, model: torch.nn.Module, params: Params, n_train: int, device: torch.device):
         self.model = model
@@ -182,21 +189,31 @@ class Trainer:
         self.device = device
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         self.optimizer = _optimizer(model, params.model.lr, self.cfg)
-        steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
-        self.scheduler = _scheduler(self.optimizer, params.model.lr, self.cfg.schedule, steps)
+        self.total_steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
+        self.scheduler = _scheduler(
+            self.optimizer, params.model.lr, self.cfg.schedule, self.total_steps
+        )
 
     def step(
         self, images: torch.Tensor, labels: torch.Tensor, normalize: Normalizer
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on a uint8 batch, augmented as params say; (logits, loss)."""
-        cfg = self.cfg
-        if cfg.flip or cfg.crop:
-            images = augment(images, flip=cfg.flip, crop=cfg.crop, generator=self.generator)
-        logits = self.model(normalize(images))
-        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        """One optimizer (and schedule) step on a uint8 batch, augmented as params say;
+        returns (logits, loss)."""
+        cfg, phase = self.cfg, self.phase
+        with phase("data/augment"):
+            if cfg.flip or cfg.crop:
+                images = augment(images, flip=cfg.flip, crop=cfg.crop, generator=self.generator)
+            inputs = normalize(images)
+        with phase("forward"):
+            logits = self.model(inputs)
+            loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        with phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with phase("optimizer step"):
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
         return logits.detach(), loss.detach()
 
     def epoch(
@@ -221,12 +238,42 @@ class Trainer:
             if idx.numel() == 1 and n > 1:
                 continue  # a single image cannot be batch-normalised
             logits, loss = self.step(images[idx], labels[idx], normalize)
-            if self.scheduler is not None:
-                self.scheduler.step()
             loss_sum += loss * idx.numel()
             correct += (logits.argmax(1) == labels[idx]).sum()
             seen += idx.numel()
         return loss_sum.item() / seen, correct.item() / seen
+
+
+@dataclass(frozen=True)
+class TrainSplit:
+    """The train split on the device, its normalisation and the meta of a model for it."""
+
+    device: torch.device
+    images: torch.Tensor
+    labels: torch.Tensor
+    normalize: Normalizer
+    meta: ModelMeta
+
+    @classmethod
+    def load(cls, params: Params, prepared_dir: Path) -> TrainSplit:
+        """The train split on ``train.device``, for ``params``'s model."""
+        device = resolve_device(params.train.device)
+        meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
+        images, labels = (t.to(device) for t in load_split(prepared_dir, "train"))
+        return cls(device, images, labels, Normalizer.from_stats(meta.mean, meta.std, device), meta)
+
+    def new_trainer(self, params: Params) -> Trainer:
+        """A model for this split, freshly seeded from ``train.seed``, and its Trainer."""
+        configure(params.train.seed, params.train.threads)
+        model = self.meta.build_model(load_pretrained=True).to(self.device)
+        return Trainer(model, params, self.images.shape[0], self.device)
+
+    def full_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+        """Shuffled index batches of exactly ``batch_size`` (<= the split), epoch after epoch."""
+        while True:
+            for idx in index_batches(self.images.shape[0], batch_size, self.device, generator):
+                if idx.numel() == batch_size:
+                    yield idx
 
 
 def _optimizer(model: torch.nn.Module, lr: float, cfg: TrainParams) -> torch.optim.Optimizer:

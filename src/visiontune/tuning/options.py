@@ -7,7 +7,9 @@ from typing import Any
 
 from visiontune.paths import DEFAULT_STORAGE
 
-TRIAL_TARGET = "evaluate"  # a trial runs the pipeline up to evaluate: not the sweep
+# A trial runs the pipeline up to evaluate: not the robustness stage or the sweep, which
+# would add to every trial; their files in a trial's commit stay its baseline's.
+TRIAL_TARGET = "evaluate"
 POLL_SECONDS = 1.0  # between looks at running trials
 
 
