@@ -8,6 +8,7 @@ import sys
 import optuna
 import pytest
 from helpers.dvc_repo import SPACE
+from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
 from visiontune.params import ParamsError, parse_params
@@ -21,7 +22,7 @@ from visiontune.pruning import (
     pruner_spec,
 )
 from visiontune.training import fit
-from visiontune.tuning import TuneOptions, open_study, tune
+from visiontune.tuning import TuneOptions, open_study
 
 # Keep only the best trial at each epoch once one trial finished: trials after it that lag
 # it at any epoch before the last are pruned.
@@ -99,16 +100,7 @@ def test_a_stage_finds_its_trial_only_when_a_tuner_runs_it(tmp_path, monkeypatch
 
 
 def test_in_process_trials_report_every_epoch_and_lagging_ones_are_pruned(prepared, tmp_path):
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    params = parse_params({"tune": {"space": SPACE, "n_startup_trials": 2, **HARSH}})
-    options = TuneOptions(
-        trials=4,
-        storage=f"sqlite:///{tmp_path / 's.db'}",
-        in_process=True,
-        fixed={"train.epochs": 3},
-    )
-    study = tune(params, options, repo=tmp_path)
+    study = in_process_study(prepared, tmp_path, trials=4, epochs=3, **HARSH)
     states = [t.state for t in study.trials]
     assert len(states) == 4 and states[0] == TrialState.COMPLETE  # pruned trials count
     assert TrialState.PRUNED in states, states

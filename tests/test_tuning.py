@@ -12,6 +12,7 @@ import optuna
 import pytest
 from helpers.dvc_repo import SPACE, TUNE, DvcRepo
 from helpers.servers import wait_for
+from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
 from visiontune.params import parse_params
@@ -85,18 +86,7 @@ def test_resumed_study_does_not_replay_its_first_draws(tmp_path):
 
 def test_in_process_study_trains_and_evaluates_each_trial(prepared, tmp_path, capsys):
     """--in-process: the stages' work without dvc; each trial saves and tests a checkpoint."""
-    from visiontune.tuning import tune
-
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "prepared").symlink_to(prepared)
-    params = parse_params({"tune": {"space": SPACE, "n_startup_trials": 2}})
-    options = TuneOptions(
-        trials=2,
-        storage=f"sqlite:///{tmp_path / 's.db'}",
-        in_process=True,
-        fixed={"train.epochs": 1},
-    )
-    study = tune(params, options, repo=tmp_path)
+    study = in_process_study(prepared, tmp_path, trials=2, epochs=1)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert all(0 <= t.user_attrs["test.acc"] <= 1 for t in study.trials)
     assert json.loads((tmp_path / "metrics" / "tune.json").read_text())["tune"]["trials"] == {

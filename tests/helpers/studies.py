@@ -1,0 +1,29 @@
+"""In-process studies on a prepared set: the tuner's work without dvc, for quick tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from helpers.dvc_repo import SPACE
+from visiontune.params import parse_params
+from visiontune.tuning import TuneOptions, tune
+
+
+def in_process_study(
+    prepared: Path, repo: Path, *, trials: int, epochs: int, **tune_params: Any
+) -> optuna.Study:
+    """Run ``trials`` in-process trials of :data:`SPACE` (``epochs`` each) on ``prepared``,
+    linked as ``repo``'s data/prepared; ``tune_params`` add to the ``tune`` section."""
+    (repo / "data").mkdir()
+    (repo / "data" / "prepared").symlink_to(prepared)
+    params = parse_params({"tune": {"space": SPACE, "n_startup_trials": 2, **tune_params}})
+    options = TuneOptions(
+        trials=trials,
+        storage=f"sqlite:///{repo / 's.db'}",
+        in_process=True,
+        fixed={"train.epochs": epochs},
+    )
+    return tune(params, options, repo=repo)
