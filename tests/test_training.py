@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -161,3 +162,20 @@ def test_per_class_scores_match_scikit_learn():
         assert row["recall"] == pytest.approx(expected[1][i], abs=1e-6)
         assert row["f1"] == pytest.approx(expected[2][i], abs=1e-6)
         assert row["support"] == expected[3][i]
+
+
+def test_a_queued_run_survives_dvclive_s_race_on_its_step_signal(prepared, tmp_path, monkeypatch):
+    """Queue workers share DVCLive's DVCLIVE_STEP_COMPLETED file; two experiments ending at
+    once both see it and both remove it. The one that loses still saves its model."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))  # as dvc sets it for queued experiments
+    seen = os.path.exists
+
+    def exists_then_removed_by_the_other_run(path) -> bool:
+        found = seen(path)
+        if found and os.path.basename(path) == "DVCLIVE_STEP_COMPLETED":
+            os.remove(path)  # the other experiment's end, between this one's check and remove
+        return found
+
+    monkeypatch.setattr(os.path, "exists", exists_then_removed_by_the_other_run)
+    summary = run(small(epochs=1), prepared, tmp_path)
+    assert summary["epochs"] == 1 and (tmp_path / "model.pt").is_file()

@@ -165,13 +165,25 @@ def train(
     try:
         fitted = fit(params, prepared_dir, on_epoch=log)
     finally:
-        live.end()
+        _end(live)
         # The summary below describes the saved model; DVCLive's last-epoch one would not.
         Path(live.metrics_file).unlink(missing_ok=True)
     save_checkpoint(model_path, fitted.model, fitted.meta)
     summary = fitted.summary()
     write_json(summary_path, summary)
     return summary
+
+
+def _end(live: Any) -> None:
+    """``live.end()``, safe from a race of DVCLive's: experiments that the queue runs at once
+    share one ``.dvc/tmp/exps/run/DVCLIVE_STEP_COMPLETED`` (a VS Code signal), which each
+    one's end checks for and then removes; the loser's FileNotFoundError, raised after
+    everything is saved, must not fail its experiment."""
+    try:
+        live.end()
+    except FileNotFoundError as exc:
+        if Path(exc.filename or "").name != "DVCLIVE_STEP_COMPLETED":
+            raise
 
 
 class Trainer:
