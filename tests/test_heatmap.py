@@ -171,7 +171,8 @@ def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
     assert nothing.returncode == 1
     assert nothing.stderr.startswith("error: no dvc experiments found; run some with")
 
-    repo.dvc("exp", "run", "--queue", "-S", "model.lr=0.01,0.02", "-S", "model.dropout=0,0.25")
+    grid = ("-S", "model.lr=0.01,0.02", "-S", "model.dropout=0,0.25", "evaluate")
+    repo.dvc("exp", "run", "--queue", *grid)  # up to evaluate: the heatmap reads val.acc
     # One cell of that 2-epoch grid again for 12 epochs: never averaged with it.
     repo.dvc(
         "exp",
@@ -183,6 +184,7 @@ def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
         "model.dropout=0",
         "-S",
         "train.epochs=12",
+        "evaluate",
     )
     repo.start_queue(jobs=2)
     repo.wait_for_queue(timeout=300)
