@@ -21,7 +21,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers.servers import free_port, stop
+from helpers.servers import free_port, measured_env, stop
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -54,7 +54,7 @@ def _serve(model: Path, log: Path, *args: str) -> Iterator[Server]:
     port = free_port()
     command = [sys.executable, "-m", "visiontune", "serve", "--model", str(model)]
     command += ["--port", str(port), *args]
-    env = {**os.environ, "VISIONTUNE_REVISION": REVISION}
+    env = measured_env({**os.environ, "VISIONTUNE_REVISION": REVISION})
     with open(log, "wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False)
