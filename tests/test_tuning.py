@@ -112,6 +112,9 @@ def test_bad_fixed_override_fails_before_any_trial(tmp_path):
     result = run_tune(repo, "--trials", "1", "--set", "train.epochs=0", check=False)
     assert result.returncode == 1
     assert result.stderr == "error: train.epochs must be >= 1, got 0\n"
+    result = run_tune(repo, "--trials", "1", "--set", "tune.pruner=none", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --set tune.pruner: --set fixes a param of every ")
 
 
 # --- real dvc experiments --------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from visiontune.errors import VisiontuneError
 from visiontune.experiments import experiment_names
-from visiontune.params import Params
+from visiontune.params import TUNABLE_SECTIONS, Params
 from visiontune.paths import DEFAULT_STORAGE
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.runners import InProcessRunner, QueueRunner, TempRunner
@@ -44,6 +44,12 @@ def tune(params: Params, options: TuneOptions, repo: Path) -> optuna.Study:
         raise VisiontuneError("--trials and --jobs must be >= 1")
     if not params.tune.space:
         raise VisiontuneError("tune.space in params.yaml is empty: nothing to tune")
+    for key in options.fixed:
+        if key.partition(".")[0] not in TUNABLE_SECTIONS:
+            raise VisiontuneError(
+                f"--set {key}: --set fixes a param of every trial (data.*, model.*, train.*); "
+                "the tuner's own settings are in params.yaml"
+            )
     storage = open_storage(options.storage, params.tune.heartbeat)
     study = open_study(params, options, storage)
     if not options.in_process:
