@@ -6,10 +6,10 @@ import importlib.util
 import time
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from visiontune.errors import VisiontuneError, reason
-from visiontune.params import OBJECTIVES, Params
+from visiontune.params import OBJECTIVES, Params, with_overrides
 from visiontune.pruning import build_pruner, pruner_spec
 from visiontune.tuning.options import TuneOptions
 
@@ -65,7 +65,7 @@ def open_study(
             study_name=options.study,
             storage=storage,
             sampler=_sampler(params, options, previous),
-            pruner=build_pruner(pruner_spec(params)),
+            pruner=build_pruner(trial_pruner(params, options)),
             direction=direction,
             load_if_exists=True,
         )
@@ -89,6 +89,12 @@ def _quiet_optuna() -> None:
     # Heartbeats are ours to record: trials run outside Study.optimize, as experiments.
     warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def trial_pruner(params: Params, options: TuneOptions) -> dict[str, Any]:
+    """The pruner spec of the study's trials: ``tune.pruner`` for the params every trial
+    shares (``--set`` included: hyperband's budget follows a fixed ``train.epochs``)."""
+    return pruner_spec(with_overrides(params, options.fixed))
 
 
 def trial_url(url: str) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from visiontune.errors import VisiontuneError
 from visiontune.experiments import experiment_metrics, is_pruned
 from visiontune.params import Params, with_overrides
-from visiontune.pruning import EXPERIMENT_ATTR, PRUNER_ATTR, STORAGE_ENV, pruner_spec
+from visiontune.pruning import EXPERIMENT_ATTR, PRUNER_ATTR, STORAGE_ENV
 from visiontune.tuning import accounting
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
@@ -23,7 +23,7 @@ from visiontune.tuning.options import POLL_SECONDS, TuneOptions
 from visiontune.tuning.outcome import Outcome, RunResult
 from visiontune.tuning.run_cache import forget_pruned
 from visiontune.tuning.space import suggest
-from visiontune.tuning.study import trial_url
+from visiontune.tuning.study import trial_pruner, trial_url
 from visiontune.tuning.summary import say, short
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ class Runner:
         self.metric = params.tune.metric
         threads = max(1, (os.cpu_count() or 1) // options.jobs)
         self.fixed = {"train.threads": threads, **options.fixed}
-        self.pruner = pruner_spec(with_overrides(params, self.fixed))
+        self.pruner = trial_pruner(params, options)  # as the study's own (in-process)
         # The train stage of each trial's experiment finds its trial from this (and from
         # the experiment's name), to report every epoch and ask whether to prune.
         self.env = {**os.environ, STORAGE_ENV: trial_url(options.storage)}
