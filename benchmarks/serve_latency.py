@@ -31,8 +31,8 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from visiontune.onnx_model import export_onnx
-from visiontune.predictors import Predictor, load_predictor
+from visiontune.models.onnx_model import export_onnx
+from visiontune.serving.predictors import Predictor, load_predictor
 
 WARM_UP = 16
 
@@ -161,11 +161,11 @@ def _png(image: np.ndarray) -> bytes:
 
 def _train_quick_model(tmp: Path) -> Path:
     """No models/model.pt here: train the default model for 3 epochs on digits."""
-    from visiontune.checkpoint import save_checkpoint
-    from visiontune.params import parse_params
-    from visiontune.preprocess import prepare
-    from visiontune.sources import download
-    from visiontune.training import fit
+    from visiontune.config.params import parse_params
+    from visiontune.data.download import download
+    from visiontune.data.preprocess import prepare
+    from visiontune.models.checkpoint import save_checkpoint
+    from visiontune.training.fit import fit
 
     params = parse_params({"train": {"epochs": 3}})
     download(params.data.source, tmp / "raw")

@@ -17,9 +17,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from visiontune.params import load_params, parse_override
-from visiontune.preprocess import prepare
-from visiontune.sources import download
+from visiontune.config.params import load_params, parse_override
+from visiontune.data.download import download
+from visiontune.data.preprocess import prepare
 from visiontune.tuning import TuneOptions, tune
 
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from visiontune.batches import Normalizer, evaluate_split, index_batches
-from visiontune.model_meta import ModelMeta
-from visiontune.params import load_params
-from visiontune.preprocess import load_meta, load_split, prepare
-from visiontune.runtime import configure
-from visiontune.sources import download
-from visiontune.training import Trainer
+from visiontune.config.params import load_params
+from visiontune.data.batches import Normalizer, evaluate_split, index_batches
+from visiontune.data.download import download
+from visiontune.data.preprocess import load_meta, load_split, prepare
+from visiontune.models.meta import ModelMeta
+from visiontune.models.runtime import configure
+from visiontune.training.fit import Trainer
 
 CPU = torch.device("cpu")
 

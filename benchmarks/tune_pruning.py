@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from visiontune.params import PRUNERS, load_params, parse_override, with_overrides
-from visiontune.preprocess import prepare
-from visiontune.sources import download
+from visiontune.config.params import PRUNERS, load_params, parse_override, with_overrides
+from visiontune.data.download import download
+from visiontune.data.preprocess import prepare
 from visiontune.tuning import TuneOptions, tune
 
 DATA = {"data.source": "mnist_subset", "data.image_size": 16}

@@ -1,8 +1,8 @@
 """download stage: fetch ``data.source`` into data/raw."""
 
-from visiontune.params import Params
-from visiontune.paths import RAW
-from visiontune.sources import download
+from visiontune.config.params import Params
+from visiontune.config.paths import RAW
+from visiontune.data.download import download
 from visiontune.stage import run_stage
 
 

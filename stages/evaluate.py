@@ -1,8 +1,8 @@
 """evaluate stage: test metrics, per-class scores and the confusion matrix of models/model.pt."""
 
-from visiontune.evaluation import evaluate
-from visiontune.params import Params
-from visiontune.paths import EVALUATE_METRICS, EVALUATE_PLOTS, MODEL, PREPARED
+from visiontune.config.params import Params
+from visiontune.config.paths import EVALUATE_METRICS, EVALUATE_PLOTS, MODEL, PREPARED
+from visiontune.evaluation.evaluate import evaluate
 from visiontune.stage import run_stage
 
 

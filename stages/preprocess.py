@@ -1,8 +1,8 @@
 """preprocess stage: decode, resize and split data/raw into uint8 tensors in data/prepared."""
 
-from visiontune.params import Params
-from visiontune.paths import DATA_METRICS, PREPARED, RAW, write_json
-from visiontune.preprocess import prepare
+from visiontune.config.params import Params
+from visiontune.config.paths import DATA_METRICS, PREPARED, RAW, write_json
+from visiontune.data.preprocess import prepare
 from visiontune.stage import run_stage
 
 

@@ -1,8 +1,8 @@
 """robustness stage: test accuracy of models/model.pt under corruptions at rising severity."""
 
-from visiontune.params import Params
-from visiontune.paths import MODEL, PREPARED, ROBUSTNESS_CURVES, ROBUSTNESS_METRICS
-from visiontune.robustness import robustness
+from visiontune.config.params import Params
+from visiontune.config.paths import MODEL, PREPARED, ROBUSTNESS_CURVES, ROBUSTNESS_METRICS
+from visiontune.evaluation.robustness import robustness
 from visiontune.stage import run_stage
 
 

@@ -3,11 +3,11 @@ write plots/sweep/grid.json, which `dvc plots show` draws as a heatmap."""
 
 from pathlib import Path
 
-from visiontune.cell_store import CellStore
-from visiontune.params import Params
-from visiontune.paths import PREPARED, SWEEP_PLOTS
+from visiontune.config.params import Params
+from visiontune.config.paths import PREPARED, SWEEP_PLOTS
+from visiontune.experiments.sweep import run_sweep
+from visiontune.experiments.sweep_cache import CellStore
 from visiontune.stage import run_stage
-from visiontune.sweep import run_sweep
 
 
 def main(params: Params) -> None:

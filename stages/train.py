@@ -1,9 +1,9 @@
 """train stage: fit the model on data/prepared; write models/model.pt and DVCLive metrics."""
 
-from visiontune.params import Params
-from visiontune.paths import MODEL, PREPARED, TRAIN_LIVE, TRAIN_METRICS
+from visiontune.config.params import Params
+from visiontune.config.paths import MODEL, PREPARED, TRAIN_LIVE, TRAIN_METRICS
 from visiontune.stage import run_stage
-from visiontune.training import train
+from visiontune.training.fit import train
 
 
 def main(params: Params) -> None:

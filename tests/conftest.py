@@ -81,9 +81,9 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small prepared digits set: 40 images per class at 8 px (280 to train on)."""
-    from visiontune.params import parse_params
-    from visiontune.preprocess import prepare
-    from visiontune.sources import download
+    from visiontune.config.params import parse_params
+    from visiontune.data.download import download
+    from visiontune.data.preprocess import prepare
 
     root = tmp_path_factory.mktemp("digits")
     download("digits", root / "raw")
@@ -98,9 +98,9 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``models/model.pt`` trained for a few epochs on :func:`prepared` (about 1 s)."""
-    from visiontune.checkpoint import save_checkpoint
-    from visiontune.params import parse_params
-    from visiontune.training import fit
+    from visiontune.config.params import parse_params
+    from visiontune.models.checkpoint import save_checkpoint
+    from visiontune.training.fit import fit
 
     params = parse_params({"train": {"epochs": 4, "threads": 1}})
     fitted = fit(params, prepared)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from visiontune.batches import Normalizer, augment, evaluate_split, index_batches
+from visiontune.data.batches import Normalizer, augment, evaluate_split, index_batches
 
 CPU = torch.device("cpu")
 

@@ -24,7 +24,7 @@ from helpers.postgres import NOT_FOUND, Postgres, postgres_server, server_bin_di
 from helpers.servers import wait_for
 from optuna.trial import TrialState
 
-from visiontune.params import parse_params
+from visiontune.config.params import parse_params
 from visiontune.tuning import TuneOptions, open_storage, open_study
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER, counted
 from visiontune.tuning.runners import TempRunner

@@ -13,10 +13,10 @@ import torch
 from PIL import Image, ImageFilter
 
 from visiontune.cli import main
-from visiontune.drift import check_drift
-from visiontune.errors import DRIFT_EXIT, VisiontuneError
-from visiontune.mmd import mmd_test
-from visiontune.preprocess import load_split
+from visiontune.config.errors import DRIFT_EXIT, VisiontuneError
+from visiontune.data.preprocess import load_split
+from visiontune.monitoring.drift import check_drift
+from visiontune.monitoring.mmd import mmd_test
 
 
 def _write_folder(root: Path, images: list[np.ndarray]) -> Path:

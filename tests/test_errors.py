@@ -37,7 +37,7 @@ def test_visiontune_debug_prints_the_traceback_too(tmp_path: Path) -> None:
 def test_debug_shows_the_exception_a_one_line_error_replaced(tmp_path: Path) -> None:
     """A message raised ``from None`` hides its cause from users, not from VISIONTUNE_DEBUG."""
     code = (
-        "from visiontune.errors import VisiontuneError, one_line_errors\n"
+        "from visiontune.config.errors import VisiontuneError, one_line_errors\n"
         "with one_line_errors():\n"
         "    try:\n"
         "        {}['key']\n"

@@ -15,15 +15,15 @@ import onnx
 import pytest
 import torch
 
-from visiontune import export as export_module
-from visiontune.checkpoint import load_checkpoint, save_checkpoint
-from visiontune.errors import VisiontuneError
-from visiontune.export import FLOAT_TOLERANCE, export_model, format_table
-from visiontune.model_meta import ModelMeta
-from visiontune.models import build_model
-from visiontune.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
-from visiontune.params import parse_params
-from visiontune.preprocess import load_split
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import parse_params
+from visiontune.data.preprocess import load_split
+from visiontune.models import export as export_module
+from visiontune.models.checkpoint import load_checkpoint, save_checkpoint
+from visiontune.models.export import FLOAT_TOLERANCE, export_model, format_table
+from visiontune.models.factory import build_model
+from visiontune.models.meta import ModelMeta
+from visiontune.models.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
 
 CPU = torch.device("cpu")
 INT8_MAX_ACC_DROP = 0.05  # 3 of the 60 test images

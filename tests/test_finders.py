@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from visiontune.errors import VisiontuneError
-from visiontune.finders import _out_of_memory, batch_size_find, lr_find
-from visiontune.params import Params, parse_params
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import Params, parse_params
+from visiontune.training.finders import _out_of_memory, batch_size_find, lr_find
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_IMAGES = 280  # 40 per class, 70% of them in the train split

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from visiontune.comparable import select_comparable
-from visiontune.errors import VisiontuneError
-from visiontune.experiments import Experiment, parse_exp_show
-from visiontune.heatmap import Cell, aggregate, heatmap_from_experiments, write_heatmap
+from visiontune.config.errors import VisiontuneError
+from visiontune.experiments.comparable_runs import select_comparable
+from visiontune.experiments.heatmap import Cell, aggregate, heatmap_from_experiments, write_heatmap
+from visiontune.experiments.listing import Experiment, parse_exp_show
 
 ROWS = [
     {"lr": 0.1, "width": 8, "acc": 0.9},
@@ -130,7 +130,7 @@ def test_the_largest_group_sharing_other_params_is_kept_and_neutral_params_are_i
 
 def test_a_marginal_view_averages_over_other_params_and_says_so(tmp_path, monkeypatch, capsys):
     runs = [*GRID, experiment(0.01, 0, model_width=32), experiment(0.01, 0, epochs=12)]
-    monkeypatch.setattr("visiontune.experiments.list_experiments", lambda repo: runs)
+    monkeypatch.setattr("visiontune.experiments.listing.list_experiments", lambda repo: runs)
     out = tmp_path / "heatmap.html"
     grid = heatmap_from_experiments(
         tmp_path, x="model.lr", y="model.dropout", metric="val.acc", out=out, marginal=True

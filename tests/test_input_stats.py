@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from visiontune.input_stats import (
+from visiontune.data.input_stats import (
     MIN_IMAGES,
     InputStats,
     RollingInputStats,

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from visiontune.checkpoint import load_checkpoint, save_checkpoint
-from visiontune.errors import VisiontuneError
-from visiontune.input_stats import InputStats
-from visiontune.model_meta import ModelMeta
-from visiontune.onnx_model import ExportMeta
-from visiontune.params import parse_params
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import parse_params
+from visiontune.data.input_stats import InputStats
+from visiontune.models.checkpoint import load_checkpoint, save_checkpoint
+from visiontune.models.meta import ModelMeta
+from visiontune.models.onnx_model import ExportMeta
 
 PATH = Path("models/model.pt")
 

@@ -10,9 +10,15 @@ import pytest
 import torch
 from torch import nn
 
-from visiontune.errors import VisiontuneError
-from visiontune.models import MODEL_EXAMPLES, ConvBlock, ModelExample, SqueezeExcite, build_model
-from visiontune.params import ModelParams
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import ModelParams
+from visiontune.models.factory import (
+    MODEL_EXAMPLES,
+    ConvBlock,
+    ModelExample,
+    SqueezeExcite,
+    build_model,
+)
 
 NUM_CLASSES = 5
 

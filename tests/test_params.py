@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visiontune.errors import USER_ERROR_EXIT
-from visiontune.params import Params, ParamsError, load_params, parse_params
+from visiontune.config.errors import USER_ERROR_EXIT
+from visiontune.config.params import Params, ParamsError, load_params, parse_params
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from visiontune.errors import VisiontuneError
-from visiontune.params import DataParams
-from visiontune.preprocess import SPLITS, image_to_tensor, load_meta, load_split, prepare
-from visiontune.sources import download
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import DataParams
+from visiontune.data.download import download
+from visiontune.data.preprocess import SPLITS, image_to_tensor, load_meta, load_split, prepare
 
 OUTPUTS = ("train.pt", "val.pt", "test.pt", "meta.json")
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from visiontune.errors import VisiontuneError
-from visiontune.params import parse_params
-from visiontune.profiling import WARMUP, Profile, Timing, format_profile, profile_training
-from visiontune.training import PHASES
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import parse_params
+from visiontune.training.fit import PHASES
+from visiontune.training.profiling import WARMUP, Profile, Timing, format_profile, profile_training
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,8 +11,10 @@ from helpers.dvc_repo import SPACE
 from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
-from visiontune.params import ParamsError, parse_params
-from visiontune.pruning import (
+from visiontune.config.params import ParamsError, parse_params
+from visiontune.training.fit import fit
+from visiontune.tuning import TuneOptions, open_study
+from visiontune.tuning.trial_link import (
     EXPERIMENT_ATTR,
     EXPERIMENT_ENV,
     PRUNER_ATTR,
@@ -21,8 +23,6 @@ from visiontune.pruning import (
     link_from_environment,
     pruner_spec,
 )
-from visiontune.training import fit
-from visiontune.tuning import TuneOptions, open_study
 
 # Keep only the best trial at each epoch once one trial finished: trials after it that lag
 # it at any epoch before the last are pruned.

@@ -13,8 +13,8 @@ import pytest
 from helpers.dvc_repo import DvcRepo
 from PIL import Image
 
-from visiontune.experiments import Experiment
-from visiontune.report import (
+from visiontune.experiments.listing import Experiment
+from visiontune.experiments.report import (
     HIGHLIGHTED,
     build_table,
     differing_params,

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from visiontune.evaluation import evaluate
-from visiontune.params import CORRUPTIONS, ParamsError, parse_params
-from visiontune.robustness import SEVERITIES, _subset, corrupt, robustness
+from visiontune.config.params import CORRUPTIONS, ParamsError, parse_params
+from visiontune.evaluation.evaluate import evaluate
+from visiontune.evaluation.robustness import SEVERITIES, _subset, corrupt, robustness
 
 
 @pytest.fixture(autouse=True)

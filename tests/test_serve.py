@@ -25,13 +25,13 @@ from helpers.servers import free_port, measured_env, stop
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from visiontune.batches import Normalizer, evaluate_split
-from visiontune.checkpoint import load_checkpoint
-from visiontune.errors import VisiontuneError
-from visiontune.input_stats import MIN_IMAGES, MOVED
-from visiontune.predictors import TorchPredictor, load_predictor
-from visiontune.preprocess import load_split
-from visiontune.serving import model_revision
+from visiontune.config.errors import VisiontuneError
+from visiontune.data.batches import Normalizer, evaluate_split
+from visiontune.data.input_stats import MIN_IMAGES, MOVED
+from visiontune.data.preprocess import load_split
+from visiontune.models.checkpoint import load_checkpoint
+from visiontune.serving.app import model_revision
+from visiontune.serving.predictors import TorchPredictor, load_predictor
 
 MAX_BYTES = 1_000_000
 MAX_PIXELS = 1_000_000
@@ -585,7 +585,7 @@ def test_model_revision_is_the_commit_whose_dvc_lock_recorded_the_model(
 def test_onnx_export_serves_the_same_labels(
     trained_model: Path, tmp_path: Path, held_out, expected_labels
 ) -> None:
-    from visiontune.onnx_model import export_onnx
+    from visiontune.models.onnx_model import export_onnx
 
     model = tmp_path / "model.onnx"
     export_onnx(trained_model, model)

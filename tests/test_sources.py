@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from visiontune.errors import VisiontuneError
-from visiontune.sources import default_cache_dir, download
+from visiontune.config.errors import VisiontuneError
+from visiontune.data.download import default_cache_dir, download
 
 DIGITS = [str(i) for i in range(10)]
 

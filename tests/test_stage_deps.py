@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from visiontune import source_closure
+from visiontune.experiments import source_closure
 
 ROOT = Path(__file__).resolve().parents[1]
 # Plumbing that cannot change a result: one-line error reporting and the stage entry point
 # (load params, call main). Listing them would re-run every stage for a message change.
-EXEMPT = {"src/visiontune/errors.py", "src/visiontune/stage.py"}
+EXEMPT = {"src/visiontune/config/errors.py", "src/visiontune/stage.py"}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -28,8 +28,8 @@ def import_closure(script: Path) -> set[str]:
 
 def test_the_closure_follows_lazy_imports() -> None:
     closure = import_closure(ROOT / "stages" / "sweep.py")
-    assert "src/visiontune/training.py" in closure  # imported inside a function of sweep.py
-    assert "src/visiontune/model_meta.py" in closure  # below that lazy import, two modules down
+    assert "src/visiontune/training/fit.py" in closure  # imported inside a function of sweep.py
+    assert "src/visiontune/models/meta.py" in closure  # below that lazy import, two modules down
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
@@ -43,7 +43,7 @@ def test_stage_lists_every_source_file_it_imports(stage: str) -> None:
 
 
 def test_dvc_yaml_and_the_code_name_the_same_outputs() -> None:
-    from visiontune import paths
+    from visiontune.config import paths
 
     declared = {
         entry if isinstance(entry, str) else next(iter(entry))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from visiontune.cell_store import CellStore, dvc_cache_dir
-from visiontune.errors import VisiontuneError
-from visiontune.params import Params, parse_params, with_overrides
-from visiontune.sweep import run_sweep
-from visiontune.training import fit
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import Params, parse_params, with_overrides
+from visiontune.experiments.sweep import run_sweep
+from visiontune.experiments.sweep_cache import CellStore, dvc_cache_dir
+from visiontune.training.fit import fit
 
 COLUMNS = {"x", "y", "value", "val_acc", "val_loss", "train_acc", "train_loss", "best"}
 
@@ -125,8 +125,8 @@ def test_stored_cells_are_reused_only_where_nothing_they_depend_on_changed(
 
 
 def test_a_cell_key_covers_every_param_and_the_data(prepared, tmp_path, make_image_folder):
-    from visiontune.preprocess import prepare
-    from visiontune.sources import download
+    from visiontune.data.download import download
+    from visiontune.data.preprocess import prepare
 
     store = CellStore(tmp_path / "store", prepared)
     params = sweep_params()
@@ -182,8 +182,9 @@ def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
 
 
 def test_a_cell_key_covers_the_code_that_trains_it_and_no_other(prepared):
-    from visiontune.cell_store import _context
+    from visiontune.experiments.sweep_cache import _context
 
     code = set(_context(prepared)["code"])
-    assert {"sweep.py", "training.py", "models.py", "batches.py", "preprocess.py"} <= code
-    assert not code & {"serving.py", "report.py", "cli.py", "tuning/__init__.py"}
+    trains = {"experiments/sweep.py", "training/fit.py", "models/factory.py", "data/batches.py"}
+    assert trains | {"data/preprocess.py"} <= code
+    assert not code & {"serving/app.py", "experiments/report.py", "cli.py", "tuning/__init__.py"}

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from visiontune.batches import Normalizer, evaluate_split
-from visiontune.checkpoint import load_checkpoint
-from visiontune.evaluation import evaluate, per_class_scores
-from visiontune.params import Params, parse_params
-from visiontune.preprocess import load_split
-from visiontune.training import TrainingDiverged, train
+from visiontune.config.params import Params, parse_params
+from visiontune.data.batches import Normalizer, evaluate_split
+from visiontune.data.preprocess import load_split
+from visiontune.evaluation.evaluate import evaluate, per_class_scores
+from visiontune.models.checkpoint import load_checkpoint
+from visiontune.training.fit import TrainingDiverged, train
 
 CPU = torch.device("cpu")
 

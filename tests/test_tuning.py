@@ -15,7 +15,7 @@ from helpers.servers import wait_for
 from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
-from visiontune.params import parse_params
+from visiontune.config.params import parse_params
 from visiontune.tuning import TuneOptions, open_study
 from visiontune.tuning.accounting import REASON, counted
 from visiontune.tuning.space import suggest

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import yaml
 
-from visiontune.errors import DRIFT_EXIT, one_line_errors
-from visiontune.params import load_params, parse_override, with_overrides
-from visiontune.paths import DEFAULT_STORAGE, MODEL, PREPARED, PROFILE_TRACE
+from visiontune.config.errors import DRIFT_EXIT, one_line_errors
+from visiontune.config.params import load_params, parse_override, with_overrides
+from visiontune.config.paths import DEFAULT_STORAGE, MODEL, PREPARED, PROFILE_TRACE
 
 
 def _params(args: argparse.Namespace) -> None:
     """Validate params.yaml and print every key with its effective value."""
-    from visiontune.params import to_raw
+    from visiontune.config.params import to_raw
 
     params = load_params(args.file)
     print(yaml.safe_dump(to_raw(params), sort_keys=False), end="")
@@ -41,7 +41,7 @@ def _tune(args: argparse.Namespace) -> None:
 
 
 def _heatmap(args: argparse.Namespace) -> None:
-    from visiontune.heatmap import heatmap_from_experiments
+    from visiontune.experiments.heatmap import heatmap_from_experiments
 
     heatmap_from_experiments(
         Path.cwd(),
@@ -55,14 +55,14 @@ def _heatmap(args: argparse.Namespace) -> None:
 
 
 def _report(args: argparse.Namespace) -> None:
-    from visiontune.report import write_report
+    from visiontune.experiments.report import write_report
 
     out = write_report(Path.cwd(), args.out, top=args.top, storage=args.storage, study=args.study)
     print(f"wrote {out} and {out.parent / (out.stem + '_plots')}/")
 
 
 def _export(args: argparse.Namespace) -> None:
-    from visiontune.export import export_model, format_table
+    from visiontune.models.export import export_model, format_table
 
     out = args.out or Path("models/model.int8.onnx" if args.quantize else "models/model.onnx")
     metrics = export_model(
@@ -102,21 +102,21 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def _lr_find(args: argparse.Namespace) -> None:
-    from visiontune.finders import lr_find
+    from visiontune.training.finders import lr_find
 
     params = _with_sets(args)
     lr_find(params, PREPARED, out=args.out, min_lr=args.min_lr, max_lr=args.max_lr)
 
 
 def _batch_size(args: argparse.Namespace) -> None:
-    from visiontune.finders import batch_size_find
+    from visiontune.training.finders import batch_size_find
 
     batch_size_find(_with_sets(args), PREPARED, candidates=args.candidates)
 
 
 def _profile(args: argparse.Namespace) -> None:
     params = _with_sets(args)  # bad params fail before torch is imported
-    from visiontune.profiling import format_profile, profile_training
+    from visiontune.training.profiling import format_profile, profile_training
 
     result = profile_training(params, PREPARED, steps=args.steps, trace=args.trace, top=args.top)
     print(format_profile(result, params))
@@ -140,7 +140,7 @@ def _add_profile(commands: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from visiontune import serving
+    from visiontune.serving import app as serving
 
     serving.serve(
         args.model,
@@ -181,8 +181,8 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
 
 
 def _drift(args: argparse.Namespace) -> None:
-    from visiontune import drift
-    from visiontune.paths import write_json
+    from visiontune.config.paths import write_json
+    from visiontune.monitoring import drift
 
     report = drift.check_drift(
         args.images,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from visiontune.errors import USER_ERROR_EXIT, one_line_errors
-from visiontune.params import Params, load_params
+from visiontune.config.errors import USER_ERROR_EXIT, one_line_errors
+from visiontune.config.params import Params, load_params
 
 
 def run_stage(main: Callable[[Params], None], params_path: Path = Path("params.yaml")) -> None:

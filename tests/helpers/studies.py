@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 
 from helpers.dvc_repo import SPACE
-from visiontune.params import parse_params
+from visiontune.config.params import parse_params
 from visiontune.tuning import TuneOptions, tune
 
 

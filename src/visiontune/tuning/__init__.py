@@ -23,10 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from visiontune.errors import VisiontuneError
-from visiontune.experiments import experiment_names
-from visiontune.params import TUNABLE_SECTIONS, Params
-from visiontune.paths import DEFAULT_STORAGE
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import TUNABLE_SECTIONS, Params
+from visiontune.config.paths import DEFAULT_STORAGE
+from visiontune.experiments.listing import experiment_names
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.runners import InProcessRunner, QueueRunner, TempRunner
 from visiontune.tuning.study import open_storage, open_study

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from visiontune.errors import VisiontuneError
-from visiontune.tools import command, last_line, run_tool
+from visiontune.config.errors import VisiontuneError
+from visiontune.experiments.dvc_git import command, last_line, run_tool
 
 _STATUS_LINE = re.compile(r"^(?P<task>[0-9a-f]{7,})\s+(?P<name>\S+)\s.*\s(?P<status>\w+)\s*$")
 QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"

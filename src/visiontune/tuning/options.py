@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from visiontune.paths import DEFAULT_STORAGE
+from visiontune.config.paths import DEFAULT_STORAGE
 
 # A trial runs the pipeline up to evaluate: not the robustness stage or the sweep, which
 # would add to every trial; their files in a trial's commit stay its baseline's.

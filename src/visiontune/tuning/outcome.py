@@ -14,8 +14,8 @@ import enum
 import re
 from dataclasses import dataclass
 
-from visiontune.errors import USER_ERROR_EXIT
-from visiontune.tools import last_line
+from visiontune.config.errors import USER_ERROR_EXIT
+from visiontune.experiments.dvc_git import last_line
 
 # How dvc reports a stage command's exit status (dvc.stage.exceptions.StageCmdFailedError).
 _STAGE_EXIT = re.compile(r"failed to run: .*, exited with (-?\d+)")

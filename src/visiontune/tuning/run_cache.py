@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from visiontune.cell_store import dvc_cache_dir
-from visiontune.experiments import experiment_file
-from visiontune.paths import MODEL
+from visiontune.config.paths import MODEL
+from visiontune.experiments.listing import experiment_file
+from visiontune.experiments.sweep_cache import dvc_cache_dir
 
 TRAIN_STAGE = "train"
 

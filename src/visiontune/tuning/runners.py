@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visiontune.errors import VisiontuneError
-from visiontune.experiments import experiment_metrics, flatten
-from visiontune.params import with_overrides
-from visiontune.paths import PREPARED
-from visiontune.pruning import TrialLink
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import with_overrides
+from visiontune.config.paths import PREPARED
+from visiontune.experiments.listing import experiment_metrics, flatten
 from visiontune.tuning.dvc_queue import FAILED, SUCCESS, DvcQueue, temp_run_command
 from visiontune.tuning.options import POLL_SECONDS, TRIAL_TARGET
 from visiontune.tuning.outcome import (
@@ -27,6 +26,7 @@ from visiontune.tuning.outcome import (
     should_retry,
 )
 from visiontune.tuning.summary import say, short
+from visiontune.tuning.trial_link import TrialLink
 from visiontune.tuning.trials import Runner
 
 if TYPE_CHECKING:
@@ -223,9 +223,9 @@ class InProcessRunner(Runner):
     ) -> dict[str, float]:
         """The train and evaluate stages' work for one trial, without dvc; the trial's
         metric is reported every epoch, and its pruner may stop it."""
-        from visiontune.checkpoint import save_checkpoint
-        from visiontune.evaluation import evaluate
-        from visiontune.training import fit
+        from visiontune.evaluation.evaluate import evaluate
+        from visiontune.models.checkpoint import save_checkpoint
+        from visiontune.training.fit import fit
 
         params = with_overrides(self.params, overrides)
         prepared = self.repo / PREPARED

@@ -8,10 +8,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visiontune.errors import VisiontuneError, reason
-from visiontune.params import OBJECTIVES, Params, with_overrides
-from visiontune.pruning import build_pruner, pruner_spec
+from visiontune.config.errors import VisiontuneError, reason
+from visiontune.config.params import OBJECTIVES, Params, with_overrides
 from visiontune.tuning.options import TuneOptions
+from visiontune.tuning.trial_link import build_pruner, pruner_spec
 
 if TYPE_CHECKING:
     import optuna

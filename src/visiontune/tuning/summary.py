@@ -8,9 +8,9 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visiontune.experiments import experiment_names
-from visiontune.params import Params
-from visiontune.paths import TUNE_PLOTS, TUNE_SUMMARY, write_json
+from visiontune.config.params import Params
+from visiontune.config.paths import TUNE_PLOTS, TUNE_SUMMARY, write_json
+from visiontune.experiments.listing import experiment_names
 from visiontune.tuning.accounting import WORKER
 
 if TYPE_CHECKING:

@@ -11,10 +11,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visiontune.errors import VisiontuneError
-from visiontune.experiments import experiment_metrics, is_pruned
-from visiontune.params import Params, with_overrides
-from visiontune.pruning import EXPERIMENT_ATTR, PRUNER_ATTR, STORAGE_ENV
+from visiontune.config.errors import VisiontuneError
+from visiontune.config.params import Params, with_overrides
+from visiontune.experiments.listing import experiment_metrics, is_pruned
 from visiontune.tuning import accounting
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
@@ -25,6 +24,7 @@ from visiontune.tuning.run_cache import forget_pruned
 from visiontune.tuning.space import suggest
 from visiontune.tuning.study import trial_pruner, trial_url
 from visiontune.tuning.summary import say, short
+from visiontune.tuning.trial_link import EXPERIMENT_ATTR, PRUNER_ATTR, STORAGE_ENV
 
 if TYPE_CHECKING:
     import optuna

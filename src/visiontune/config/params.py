@@ -1,0 +1,438 @@
+"""The params.yaml schema: typed sections, validated when a stage starts.
+
+Every error names the key as users type it with ``dvc exp run -S`` (for example
+``model.lr must be > 0, got -1``) and is raised as :class:`ParamsError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from visiontune.config.errors import VisiontuneError
+from visiontune.data.download import SOURCE_NAMES, is_location
+
+
+class ParamsError(VisiontuneError):
+    """params.yaml (or a ``-S`` override) holds an unknown key or a bad value."""
+
+
+def _spec(
+    default: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    doc: str = "",
+) -> Any:
+    """A dataclass field with its bounds and allowed values kept as metadata."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "doc": doc}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Which images, at what size, split how (download + preprocess stages)."""
+
+    source: str = _spec("digits", doc="built-in dataset name, folder, archive or URL")
+    image_size: int = _spec(16, ge=4, le=1024, doc="images are resized to this square")
+    channels: int = _spec(1, choices=(1, 3), doc="1 = grayscale, 3 = RGB")
+    val_fraction: float = _spec(0.15, gt=0, lt=1)
+    test_fraction: float = _spec(0.15, gt=0, lt=1)
+    max_per_class: int = _spec(0, ge=0, doc="keep at most this many images per class; 0 = all")
+    skip_corrupt: bool = _spec(False, doc="skip unreadable images instead of failing")
+    seed: int = _spec(0, ge=0, doc="drives the subset and the split")
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """The network and its learning rate (train stage)."""
+
+    name: str = _spec("cnn", doc="'cnn' or any timm model name")
+    lr: float = _spec(0.003, gt=0, le=10)
+    dropout: float = _spec(0.1, ge=0, lt=1)
+    blocks: int = _spec(2, ge=1, le=8, doc="cnn: conv blocks, each halves the resolution")
+    width: int = _spec(32, ge=1, le=1024, doc="cnn: channels of the first block")
+    batchnorm: bool = _spec(True)
+    residual: bool = _spec(True, doc="cnn: residual skip in each block")
+    squeeze_excite: bool = _spec(False, doc="cnn: squeeze-and-excitation in each block")
+    pretrained: bool = _spec(False, doc="timm: load pretrained weights (needs a network)")
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """How the network is optimised (train stage)."""
+
+    epochs: int = _spec(15, ge=1, le=10_000)
+    batch_size: int = _spec(128, ge=2, le=65_536, doc="at least 2: batchnorm needs two images")
+    optimizer: str = _spec("adamw", choices=("sgd", "adam", "adamw"))
+    weight_decay: float = _spec(0.0005, ge=0, lt=1)
+    momentum: float = _spec(0.9, ge=0, lt=1, doc="sgd momentum")
+    schedule: str = _spec("onecycle", choices=("none", "cosine", "onecycle"))
+    label_smoothing: float = _spec(0.0, ge=0, lt=1)
+    patience: int = _spec(0, ge=0, doc="stop after this many epochs without val/acc gain; 0 = off")
+    flip: bool = _spec(False, doc="random horizontal flips")
+    crop: int = _spec(0, ge=0, le=64, doc="random crops after padding by this many pixels")
+    device: str = _spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
+    threads: int = _spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
+    seed: int = _spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
+
+
+# Sections whose keys a sweep cell or a tuning trial may change.
+TUNABLE_SECTIONS = ("data", "model", "train")
+OBJECTIVES = {"val.acc": "maximize", "val.loss": "minimize"}
+
+
+@dataclass(frozen=True)
+class SweepParams:
+    """The sweep stage: a full grid over two params, every cell trained for ``epochs``."""
+
+    x: str = _spec("model.lr", doc="param on the heatmap's x axis")
+    x_values: tuple = _spec((0.001, 0.003, 0.01, 0.03, 0.1))
+    y: str = _spec("model.width", doc="param on the heatmap's y axis")
+    y_values: tuple = _spec((8, 16, 32))
+    epochs: int = _spec(4, ge=1, le=10_000, doc="epochs of every cell (no early stopping)")
+    metric: str = _spec("val.acc", choices=tuple(OBJECTIVES))
+
+
+# The robustness stage's corruptions, in the order its curves list them.
+CORRUPTIONS = (
+    "gaussian_noise",
+    "blur",
+    "brightness",
+    "contrast",
+    "rotation",
+    "pixelate",
+    "occlusion",
+)
+
+
+@dataclass(frozen=True)
+class RobustnessParams:
+    """The robustness stage: test accuracy under corruptions at severities 1..``severities``."""
+
+    corruptions: tuple = _spec(CORRUPTIONS, doc="corruptions applied to the test images")
+    severities: int = _spec(5, ge=1, le=5, doc="severities 1 to this (5, as ImageNet-C)")
+    max_images: int = _spec(0, ge=0, doc="test images used, a seeded subset; 0 = all")
+    seed: int = _spec(0, ge=0, doc="drives noise, rotations, occlusions, the subset")
+
+
+@dataclass(frozen=True)
+class SpaceParam:
+    """One dimension of the tuning search space (``tune.space.<key>``)."""
+
+    key: str
+    type: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple = ()
+
+
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
+
+
+@dataclass(frozen=True)
+class PruningParams:
+    """Options of Optuna's pruners, as Optuna names them; each pruner reads its own."""
+
+    n_startup_trials: int = _spec(5, ge=0, doc="median, percentile: trials before any prunes")
+    n_warmup_steps: int = _spec(2, ge=0, doc="median, percentile: epochs never pruned")
+    interval_steps: int = _spec(1, ge=1, doc="median, percentile: epochs between checks")
+    n_min_trials: int = _spec(1, ge=1, doc="median, percentile: trials reporting an epoch")
+    percentile: float = _spec(25.0, gt=0, lt=100, doc="percentile: keep trials above it")
+    min_resource: int = _spec(1, ge=1, doc="successive_halving, hyperband: first rung's epochs")
+    max_resource: int = _spec(0, ge=0, doc="hyperband: a full trial's epochs; 0 = train.epochs")
+    reduction_factor: int = _spec(3, ge=2, doc="successive_halving, hyperband: rung ratio")
+    min_early_stopping_rate: int = _spec(0, ge=0, doc="successive_halving")
+    bootstrap_count: int = _spec(0, ge=0, doc="successive_halving, hyperband")
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """The Optuna study that ``visiontune tune`` runs as dvc experiments."""
+
+    study: str = _spec("visiontune", doc="study name; trials are named <study>-<number>")
+    trials: int = _spec(12, ge=1, le=100_000, doc="trials the study should count (--trials)")
+    metric: str = _spec("val.acc", choices=tuple(OBJECTIVES), doc="validation metric to optimise")
+    seed: int = _spec(0, ge=0, doc="TPE sampler seed")
+    n_startup_trials: int = _spec(5, ge=0, doc="random trials before TPE takes over")
+    multivariate: bool = _spec(True, doc="TPE models the params jointly")
+    trial_timeout: int = _spec(900, ge=1, doc="seconds before a trial is stopped and failed")
+    heartbeat: int = _spec(10, ge=1, le=3600, doc="seconds between liveness marks of a trial")
+    space: tuple = _spec((), doc="key: {type: float|int|categorical, low, high, log, choices}")
+    pruner: str = _spec("median", choices=PRUNERS, doc="stops trials whose metric lags")
+    pruning: PruningParams = field(default_factory=PruningParams)
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of params.yaml."""
+
+    data: DataParams = field(default_factory=DataParams)
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    sweep: SweepParams = field(default_factory=SweepParams)
+    tune: TuneParams = field(default_factory=TuneParams)
+    robustness: RobustnessParams = field(default_factory=RobustnessParams)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml; raise ParamsError naming the bad key."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path} not found: run from the repository root") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ParamsError(f"{path} is not valid YAML{line}") from None
+    return parse_params(raw)
+
+
+def parse_params(raw: Any) -> Params:
+    """Validate a params mapping (as loaded from YAML) into :class:`Params`."""
+    params = _build(Params, raw, "")
+    _check_consistency(params)
+    return params
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix.rstrip(".") or "params.yaml"
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{where} must be a mapping of keys to values, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            raise ParamsError(
+                f"{prefix}{key} is not a known key; expected one of {', '.join(fields)}"
+            )
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, spec in fields.items():
+        if name not in raw:
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = _build(kind, raw[name], f"{prefix}{name}.")
+        elif f"{prefix}{name}" == "tune.space":
+            values[name] = _parse_space(raw[name])
+        elif kind is tuple:
+            values[name] = _check_list(f"{prefix}{name}", raw[name])
+        else:
+            values[name] = _check_value(f"{prefix}{name}", raw[name], kind, spec.metadata)
+    return cls(**values)
+
+
+def _check_value(key: str, value: Any, kind: type, meta: typing.Mapping[str, Any]) -> Any:
+    given = value
+    if kind is float and _is_type(value, int):
+        value = float(value)
+    if not _is_type(value, kind):
+        raise ParamsError(f"{key} must be {_type_name(kind)}, got {given!r}")
+    if meta.get("choices") and value not in meta["choices"]:
+        options = ", ".join(str(c) for c in meta["choices"])
+        raise ParamsError(f"{key} must be one of {options}, got {given!r}")
+    for bound, test, word in (
+        ("gt", lambda v, b: v > b, ">"),
+        ("ge", lambda v, b: v >= b, ">="),
+        ("lt", lambda v, b: v < b, "<"),
+        ("le", lambda v, b: v <= b, "<="),
+    ):
+        limit = meta.get(bound)
+        if limit is not None and not test(value, limit):
+            raise ParamsError(f"{key} must be {word} {limit:g}, got {given!r}")
+    return value
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _type_name(kind: type) -> str:
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(
+        kind, kind.__name__
+    )
+
+
+def _check_consistency(params: Params) -> None:
+    data, model, train = params.data, params.model, params.train
+    if data.val_fraction + data.test_fraction >= 0.9:
+        raise ParamsError(
+            "data.val_fraction + data.test_fraction must be < 0.9, "
+            f"got {data.val_fraction + data.test_fraction:g}"
+        )
+    if data.source not in SOURCE_NAMES and not is_location(data.source):
+        raise ParamsError(
+            f"data.source must be one of {', '.join(SOURCE_NAMES)}, "
+            f"or a folder, archive or http(s) URL, got {data.source!r}"
+        )
+    if model.pretrained and model.name == "cnn":
+        raise ParamsError("model.pretrained needs a timm model; model.name is 'cnn'")
+    _check_sweep(params)
+    _check_tune(params)
+    _check_robustness(params)
+    if not _is_device(train.device):
+        raise ParamsError(
+            f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}"
+        )
+
+
+def _is_device(device: str) -> bool:
+    if device in ("auto", "cpu", "cuda", "mps"):
+        return True
+    prefix, _, index = device.partition(":")
+    return prefix == "cuda" and index.isdigit()
+
+
+def with_overrides(params: Params, overrides: dict[str, Any]) -> Params:
+    """``params`` with dotted keys (``model.lr``) set to new values, validated again."""
+    raw = to_raw(params)
+    for key, value in overrides.items():
+        section, _, name = key.partition(".")
+        if not isinstance(raw.get(section), dict) or not name or "." in name:
+            raise ParamsError(f"{key} is not a params key; expected section.key, e.g. model.lr")
+        raw[section][name] = value
+    return parse_params(raw)
+
+
+def to_raw(params: Params) -> dict[str, Any]:
+    """``params`` as plain YAML data, the form params.yaml has."""
+    raw = dataclasses.asdict(params)
+    for section in raw.values():
+        for name, value in section.items():
+            if isinstance(value, tuple):
+                section[name] = list(value)
+    raw["tune"]["space"] = {p.key: _space_raw(p) for p in params.tune.space}
+    return raw
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=2"`` -> ``("train.epochs", 2)``; values parse as YAML, like dvc's -S."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ParamsError(f"override {text!r} must look like section.key=value")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ParamsError(f"override {text!r}: the value is not valid YAML") from None
+
+
+def _space_raw(param: SpaceParam) -> dict[str, Any]:
+    if param.type == "categorical":
+        return {"type": param.type, "choices": list(param.choices)}
+    return {"type": param.type, "low": param.low, "high": param.high, "log": param.log}
+
+
+def _check_list(key: str, value: Any) -> tuple:
+    if not isinstance(value, list) or not value:
+        raise ParamsError(f"{key} must be a non-empty list, got {value!r}")
+    for item in value:
+        if not isinstance(item, (int, float, str, bool)):
+            raise ParamsError(f"{key} items must be numbers, strings or booleans, got {item!r}")
+    if len(set(value)) != len(value):
+        raise ParamsError(f"{key} has repeated values: {value!r}")
+    return tuple(value)
+
+
+def _parse_space(raw: Any) -> tuple[SpaceParam, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise ParamsError(f"tune.space must be a mapping of params keys to ranges, got {raw!r}")
+    return tuple(_parse_dimension(key, spec) for key, spec in raw.items())
+
+
+def _parse_dimension(key: str, spec: Any) -> SpaceParam:
+    where = f"tune.space.{key}"
+    if not isinstance(spec, dict):
+        raise ParamsError(f"{where} must be a mapping with a type, got {spec!r}")
+    kind = spec.get("type")
+    allowed = {"categorical": {"type", "choices"}}.get(kind, {"type", "low", "high", "log"})
+    if kind not in ("float", "int", "categorical"):
+        raise ParamsError(f"{where}.type must be one of float, int, categorical, got {kind!r}")
+    unknown = set(spec) - allowed
+    if unknown:
+        raise ParamsError(f"{where}.{sorted(unknown)[0]} is not a known key for type {kind}")
+    if kind == "categorical":
+        return SpaceParam(key, kind, choices=_check_list(f"{where}.choices", spec.get("choices")))
+    number = float if kind == "float" else int
+    low, high = (
+        _check_value(f"{where}.{bound}", spec.get(bound), number, {}) for bound in ("low", "high")
+    )
+    log = _check_value(f"{where}.log", spec.get("log", False), bool, {})
+    if low >= high:
+        raise ParamsError(f"{where}.low must be < {where}.high, got {low!r} and {high!r}")
+    if log and low <= 0:
+        raise ParamsError(f"{where}.low must be > 0 with log: true, got {low!r}")
+    return SpaceParam(key, kind, low=low, high=high, log=log)
+
+
+def _field(where: str, key: str) -> dataclasses.Field:
+    """The schema field of a tunable key such as ``model.lr``; raise naming ``where``."""
+    section, _, name = key.partition(".")
+    if section in TUNABLE_SECTIONS:
+        cls = typing.get_type_hints(Params)[section]
+        for spec in dataclasses.fields(cls):
+            if spec.name == name:
+                return spec
+    raise ParamsError(
+        f"{where} must name a data, model or train param such as model.lr, got {key!r}"
+    )
+
+
+def _check_candidates(where: str, key: str, values: typing.Iterable[Any]) -> None:
+    """Each value is valid for ``key``; the error names the list it came from."""
+    spec = _field(where, key)
+    kind = typing.get_type_hints(_section_class(key))[spec.name]
+    for value in values:
+        try:
+            _check_value(key, value, kind, spec.metadata)
+        except ParamsError as exc:
+            raise ParamsError(f"{where}: {exc}") from None
+
+
+def _section_class(key: str) -> type:
+    return typing.get_type_hints(Params)[key.partition(".")[0]]
+
+
+def _check_sweep(params: Params) -> None:
+    sweep = params.sweep
+    for axis in ("x", "y"):
+        key = getattr(sweep, axis)
+        _field(f"sweep.{axis}", key)
+        if key.startswith("data."):
+            raise ParamsError(f"sweep.{axis} must be a model or train param, got {key!r}")
+        _check_candidates(f"sweep.{axis}_values", key, getattr(sweep, f"{axis}_values"))
+    if sweep.x == sweep.y:
+        raise ParamsError(f"sweep.x and sweep.y must differ, both are {sweep.x!r}")
+
+
+def _check_tune(params: Params) -> None:
+    if not params.tune.study.replace("-", "").replace("_", "").isalnum():
+        raise ParamsError(
+            f"tune.study must use letters, digits, - and _ only, got {params.tune.study!r}"
+        )
+    for param in params.tune.space:
+        where = f"tune.space.{param.key}"
+        values = param.choices if param.type == "categorical" else (param.low, param.high)
+        _check_candidates(where, param.key, values)
+
+
+def _check_robustness(params: Params) -> None:
+    for name in params.robustness.corruptions:
+        if name not in CORRUPTIONS:
+            raise ParamsError(
+                f"robustness.corruptions: {name!r} is not a corruption; "
+                f"expected some of {', '.join(CORRUPTIONS)}"
+            )

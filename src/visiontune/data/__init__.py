@@ -1,0 +1,1 @@
+"""Images from a data.source to model-ready batches."""

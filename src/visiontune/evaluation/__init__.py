@@ -1,0 +1,1 @@
+"""Scoring a trained model: the evaluate and robustness stages."""

@@ -1,0 +1,54 @@
+"""The dvc and git command-line tools, run as subprocesses in one way: bounded in time,
+output captured, a failure reported as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from visiontune.config.errors import VisiontuneError
+
+DEFAULT_TIMEOUT = 300.0  # seconds: a dvc or git call that takes longer has hung
+
+
+def command(tool: str, *args: str) -> list[str]:
+    """The argv of ``tool args``: dvc as this Python's module (the installed one), git as is."""
+    if tool == "dvc":
+        return [sys.executable, "-m", "dvc", *args]
+    if tool == "git":
+        return ["git", *args]
+    raise ValueError(f"unknown tool {tool!r}")
+
+
+def run_tool(
+    tool: str, *args: str, cwd: Path, check: bool = True, timeout: float = DEFAULT_TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tool args`` in ``cwd``; with ``check``, a non-zero exit is a VisiontuneError
+    naming the command and its last line of output. A call past ``timeout`` always is."""
+    name = " ".join((tool, *args[:2]))
+    try:
+        result = subprocess.run(
+            command(tool, *args),
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired:
+        raise VisiontuneError(f"{name} did not answer in {timeout:g} s") from None
+    except OSError as exc:
+        raise VisiontuneError(f"cannot run {tool}: {exc}") from None
+    if check and result.returncode != 0:
+        detail = last_line(result.stderr) or last_line(result.stdout)
+        raise VisiontuneError(
+            f"{name} failed (exit status {result.returncode})" + (f": {detail}" if detail else "")
+        )
+    return result
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a tool's output, stripped; empty if there is none."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""

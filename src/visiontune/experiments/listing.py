@@ -1,0 +1,136 @@
+"""The repository's dvc experiments, as ``dvc exp show --json`` lists them, flattened."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visiontune.config.paths import EVALUATE_METRICS, TRAIN_METRICS
+from visiontune.experiments.dvc_git import run_tool
+
+# Where each experiment's own numbers are (git-tracked, so on the experiment's commit).
+METRICS_FILES = (TRAIN_METRICS.as_posix(), EVALUATE_METRICS.as_posix())
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One row of ``dvc exp show``: a baseline commit or an experiment based on it.
+
+    ``params`` (from params.yaml) and ``metrics`` (the numbers of all metrics files merged)
+    have dotted keys as ``dvc exp show`` prints them: ``model.lr``, ``val.acc``, ``test.acc``.
+    ``state`` is ``success``, ``queued``, ``running`` or ``failed``; only a ``success``
+    row's metrics are its own (a queued or running one shows its baseline's). Metrics are
+    the numbers, flags (``pruned``: true) included.
+    """
+
+    name: str
+    rev: str
+    baseline: bool
+    state: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+
+
+def list_experiments(repo: Path, *, workspace: bool = False) -> list[Experiment]:
+    """The baseline commit (HEAD) and its experiments via the dvc CLI; the workspace first
+    (named ``workspace``) if asked."""
+    result = run_tool("dvc", "exp", "show", "--json", cwd=repo)
+    return parse_exp_show(json.loads(result.stdout), workspace=workspace)
+
+
+def parse_exp_show(baselines: list[dict[str, Any]], *, workspace: bool = False) -> list[Experiment]:
+    """Flatten the rows of ``dvc exp show --json`` (each baseline, then its experiments)."""
+    found = []
+    for baseline in baselines:
+        if baseline["rev"] == "workspace":
+            if workspace:
+                found.append(_experiment(baseline, baseline=False, state="success"))
+            continue
+        found.append(_experiment(baseline, baseline=True, state="success"))
+        for group in baseline.get("experiments") or []:
+            executor = group.get("executor") or {}
+            for row in group["revs"]:
+                state = "failed" if row.get("error") else executor.get("state", "success")
+                found.append(_experiment(row, baseline=False, state=state))
+    return found
+
+
+def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experiment:
+    data = row.get("data") or {}
+    params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+    metrics = {}
+    for source in (data.get("metrics") or {}).values():
+        for key, value in flatten(source.get("data", {})):
+            if isinstance(value, (int, float)):
+                metrics[key] = value
+    return Experiment(
+        name=row.get("name") or ("workspace" if row["rev"] == "workspace" else row["rev"][:7]),
+        rev=row["rev"],
+        baseline=baseline,
+        state=state,
+        params=dict(flatten(params)),
+        metrics=metrics,
+    )
+
+
+def is_pruned(metrics: Mapping[str, Any]) -> bool:
+    """Whether flat metrics are a pruned run's: a truthy ``pruned``, or ``pruned.*`` (the
+    train stage writes ``"pruned": {"epoch": N, "reason": ...}``)."""
+    return any(
+        (key == "pruned" and bool(value)) or key.startswith("pruned.")
+        for key, value in metrics.items()
+    )
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """``{"val": {"acc": 1}}`` -> ``("val.acc", 1)``; lists stay values."""
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def experiment_metrics(repo: Path, name: str) -> dict[str, float] | None:
+    """Flat metrics (``val.acc``, ``test.acc``, ...) of the experiment named ``name``.
+
+    Read straight from the experiment's git commit (metrics files are git-tracked), or
+    None when no experiment of that name exists.
+    """
+    ref = _experiment_ref(repo, name)
+    if ref is None:
+        return None
+    metrics: dict[str, float] = {}
+    for path in METRICS_FILES:
+        if (text := _file_at(repo, ref, path)) is not None:
+            metrics.update(flatten(json.loads(text)))
+    return metrics
+
+
+def experiment_file(repo: Path, name: str, path: str) -> str | None:
+    """The text of git-tracked ``path`` on the experiment named ``name``, or None."""
+    ref = _experiment_ref(repo, name)
+    return None if ref is None else _file_at(repo, ref, path)
+
+
+def _experiment_ref(repo: Path, name: str) -> str | None:
+    matching = [ref for ref in _experiment_refs(repo) if ref.rsplit("/", 1)[-1] == name]
+    return matching[-1] if matching else None
+
+
+def _file_at(repo: Path, ref: str, path: str) -> str | None:
+    shown = run_tool("git", "show", f"{ref}:{path}", cwd=repo, check=False)
+    return shown.stdout if shown.returncode == 0 else None
+
+
+def experiment_names(repo: Path) -> set[str]:
+    """Names of every dvc experiment in the repository."""
+    return {ref.rsplit("/", 1)[-1] for ref in _experiment_refs(repo)}
+
+
+def _experiment_refs(repo: Path) -> list[str]:
+    listed = run_tool("git", "for-each-ref", "--format=%(refname)", "refs/exps", cwd=repo)
+    return [ref for ref in listed.stdout.split() if not ref.startswith("refs/exps/celery/")]

@@ -1,0 +1,411 @@
+"""``visiontune report``: a markdown table of all runs plus PNG plots, offline.
+
+One row per run (the workspace, the baseline commit, every dvc experiment), with only
+the params that differ between the rows shown (not the tuner's own plumbing), sorted by
+``tune.metric`` (val.acc unless params.yaml says val.loss; best first; pruned runs after
+the finished ones; failed and metric-less runs last). Plots (matplotlib, no browser):
+val/loss and val/acc per epoch of the runs shown (the best few highlighted, the rest
+faded), the sweep stage's heatmap, the robustness stage's accuracy against severity, and
+the Optuna study's history, parallel coordinates
+and param importances when there is one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from visiontune.config.errors import VisiontuneError, reason
+from visiontune.config.params import OBJECTIVES
+from visiontune.config.paths import DEFAULT_STORAGE, ROBUSTNESS_CURVES, SWEEP_GRID, TRAIN_SERIES
+from visiontune.experiments.dvc_git import run_tool
+from visiontune.experiments.listing import Experiment, is_pruned, list_experiments
+
+DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
+METRICS = {"val acc": "val.acc", "test acc": "test.acc", "epochs": "epochs"}
+# Settings the tuner picks for its own plumbing (threads divided among its jobs, the
+# device), not hyperparameters: they never become columns.
+PLUMBING = frozenset({"train.threads", "train.device"})
+HIGHLIGHTED = 5  # the best runs drawn in colour and named in a curve plot's legend
+OPTUNA_PLOTS = (  # title, optuna.visualization.matplotlib function, PNG, complete trials needed
+    ("parallel coordinates", "plot_parallel_coordinate", "tune_parallel.png", 1),
+    ("param importances", "plot_param_importances", "tune_importance.png", 2),
+)
+
+
+@dataclass(frozen=True)
+class Table:
+    """The rows shown (best first), the params that differ among them, and how many more."""
+
+    rows: list[Experiment]
+    params: list[str]
+    more: int
+    metric: str = DEFAULT_METRIC
+
+    @property
+    def best(self) -> Experiment | None:
+        """The top row if it has a value of the metric of its own."""
+        top = self.rows[0] if self.rows else None
+        return top if top and objective(top, self.metric) is not None else None
+
+
+def objective(run: Experiment, metric: str = DEFAULT_METRIC) -> float | None:
+    """The finite ``metric`` of a run that finished its training (a pruned run stopped
+    early, so its value does not compete)."""
+    return None if pruned(run) else measured(run, metric)
+
+
+def measured(run: Experiment, metric: str) -> float | None:
+    """The run's own finite ``metric`` (queued, running and failed runs have none)."""
+    value = own_metrics(run).get(metric)
+    return value if value is not None and math.isfinite(value) else None
+
+
+def own_metrics(run: Experiment) -> dict[str, float]:
+    """Metrics that belong to the run: a successful one's, else none."""
+    return run.metrics if run.state == "success" else {}
+
+
+def pruned(run: Experiment) -> bool:
+    """Whether the tuner stopped the run early (see :func:`is_pruned`)."""
+    return is_pruned(own_metrics(run))
+
+
+def state(run: Experiment) -> str:
+    """The state shown: dvc's, or ``pruned`` for a successful run the tuner stopped early."""
+    return "pruned" if pruned(run) else run.state
+
+
+def ranked(runs: Sequence[Experiment], metric: str = DEFAULT_METRIC) -> list[Experiment]:
+    """Best ``metric`` first (highest, or lowest for a loss), then pruned runs by the same
+    order; runs without the metric last, in their original order."""
+    sign = -1 if OBJECTIVES[metric] == "maximize" else 1
+
+    def key(run: Experiment) -> tuple[int, float]:
+        value = measured(run, metric)
+        return (2, 0.0) if value is None else (int(pruned(run)), sign * value)
+
+    return sorted(runs, key=key)
+
+
+def differing_params(runs: Sequence[Experiment]) -> list[str]:
+    """Param keys whose values (or presence) differ between the runs, in first-seen order;
+    the tuner's plumbing (``PLUMBING``) is left out."""
+    keys = list(dict.fromkeys(key for run in runs for key in run.params if key not in PLUMBING))
+    return [key for key in keys if len({json.dumps(run.params.get(key)) for run in runs}) > 1]
+
+
+def build_table(runs: Sequence[Experiment], top: int, metric: str = DEFAULT_METRIC) -> Table:
+    """The ``top`` best runs by ``metric`` and the params that differ among them."""
+    shown = ranked(runs, metric)[:top]
+    return Table(shown, differing_params(shown), len(runs) - len(shown), metric)
+
+
+def markdown_table(table: Table) -> str:
+    """The table as GitHub markdown; the best run's name is bold and starred."""
+    head = ["experiment", *table.params, *METRICS, "state"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    for run in table.rows:
+        name = f"**{run.name}** ★ best" if run is table.best else run.name
+        params = [_cell(run.params.get(key)) for key in table.params]
+        metrics = [_cell(_cell_value(run, key), ".4f") for key in METRICS.values()]
+        lines.append(_row([name, *params, *metrics, state(run)]))
+    if table.more:
+        lines.append(f"\n… and {table.more} more experiments")
+    return "\n".join(lines)
+
+
+def _cell_value(run: Experiment, key: str) -> float | None:
+    """A table cell's number; a pruned run without ``epochs`` shows the epoch it stopped at."""
+    metrics = own_metrics(run)
+    if key == "epochs" and key not in metrics:
+        return metrics.get("pruned.epoch")
+    return metrics.get(key)
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _cell(value: Any, number: str = "g") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:{number}}"
+    return str(value).replace("|", "\\|")
+
+
+def write_report(
+    repo: Path,
+    out: Path,
+    top: int = 20,
+    storage: str | None = None,
+    study: str | None = None,
+) -> Path:
+    """Write the markdown report to ``out`` and its PNGs to ``<out stem>_plots/``."""
+    if not (repo / ".dvc").is_dir():
+        raise VisiontuneError(f"{repo} is not a dvc repository (no .dvc folder)")
+    if top < 1:
+        raise VisiontuneError(f"--top must be >= 1, got {top}")
+    runs = list_experiments(repo, workspace=True)
+    workspace = next(run for run in runs if run.rev == "workspace")
+    metric = workspace.params.get("tune.metric", DEFAULT_METRIC)
+    if metric not in OBJECTIVES:
+        metric = DEFAULT_METRIC
+    table = build_table(runs, top, metric)
+    plots = out.parent / f"{out.stem}_plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    figures = [
+        *_curves(repo, table.rows, metric, plots),
+        _sweep_heatmap(repo, workspace.params, plots),
+        _robustness(repo, plots),
+        *study_figures(repo, workspace.params, plots, storage, study),
+    ]
+    sections = [_summary(runs, table), markdown_table(table)]
+    sections += [f"![{title}]({plots.name}/{path.name})" for title, path in figures if path]
+    out.write_text("# Experiment report\n\n" + "\n\n".join(sections) + "\n")
+    return out
+
+
+def _summary(runs: Sequence[Experiment], table: Table) -> str:
+    count = sum(1 for run in runs if run.rev != "workspace" and not run.baseline)
+    if not count:
+        return (
+            "No dvc experiments yet: the table shows the workspace and the baseline commit. "
+            "Run some with `dvc exp run -S model.lr=0.02` or `visiontune tune`."
+        )
+    best = f"best: **{table.best.name}**" if table.best else f"no run has a {table.metric} yet"
+    return f"{count} experiments, the workspace and the baseline; sorted by {table.metric}, {best}."
+
+
+def read_series(repo: Path, rev: str, name: str) -> tuple[list[int], list[float]]:
+    """A DVCLive series (``val/acc``) at an experiment's commit, or in the working tree."""
+    path = TRAIN_SERIES.format(name)
+    if rev == "workspace":
+        text = (repo / path).read_text() if (repo / path).is_file() else ""
+    else:
+        shown = run_tool("git", "show", f"{rev}:{path}", cwd=repo, check=False)
+        text = shown.stdout if shown.returncode == 0 else ""
+    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    column = name.rpartition("/")[2]
+    return [int(row["step"]) for row in rows], [float(row[column]) for row in rows]
+
+
+def _curves(
+    repo: Path, runs: Sequence[Experiment], metric: str, plots: Path
+) -> list[tuple[str, Path]]:
+    """``val_loss.png`` and ``val_acc.png``: one line per successful run with the series,
+    the ``HIGHLIGHTED`` best by ``metric`` in colour (``runs`` come ranked)."""
+    best = [run.name for run in runs if objective(run, metric) is not None][:HIGHLIGHTED]
+    figures = []
+    for name in ("val/loss", "val/acc"):
+        series = {r.name: read_series(repo, r.rev, name) for r in runs if r.state == "success"}
+        lines = {label: xy for label, xy in series.items() if xy[0]}
+        if lines:
+            path = plots / f"{name.replace('/', '_')}.png"
+            line_figure(lines, best, name, metric).savefig(path)
+            figures.append((name, path))
+    return figures
+
+
+def _figure(title: str) -> tuple[Any, Any]:
+    from matplotlib.figure import Figure  # Agg canvas by default: no display, no pyplot
+
+    figure = Figure(figsize=(7, 4.5), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    axes.set_title(title)
+    axes.xaxis.get_major_locator().set_params(integer=True)  # epochs, trial numbers
+    return figure, axes
+
+
+def line_figure(
+    lines: dict[str, tuple[list[int], list[float]]], best: Sequence[str], series: str, metric: str
+) -> Any:
+    """``series`` per epoch, one line per run: the ``best`` runs (by ``metric``) in colour
+    and named in a legend beside the axes, the others thin and light, counted in one entry."""
+    figure, axes = _figure(f"{series} per epoch")
+    faded = [label for label in lines if label not in best]
+    for label, (steps, values) in lines.items():
+        if label in best:
+            axes.plot(steps, values, marker="o", markersize=4, label=label, zorder=3)
+        else:
+            name = f"{len(faded)} other runs" if label == faded[0] else "_faded"
+            axes.plot(steps, values, color="0.7", linewidth=0.8, alpha=0.6, label=name, zorder=2)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(series)
+    axes.grid(alpha=0.3)
+    title = f"best by {metric}" if any(label in best for label in lines) else None
+    axes.legend(
+        title=title,
+        fontsize="small",
+        title_fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1),
+        borderaxespad=0,
+    )
+    return figure
+
+
+def _sweep_heatmap(repo: Path, params: dict[str, Any], plots: Path) -> tuple[str, Path | None]:
+    """``sweep_heatmap.png`` from the sweep stage's grid.json, if the workspace has one.
+
+    Its cells are equals already (one row each, all trained ``sweep.epochs`` epochs with no
+    early stopping and the same other params), so nothing is left out.
+    """
+    from visiontune.experiments.heatmap import aggregate
+
+    title = "sweep heatmap"
+    if not (repo / SWEEP_GRID).is_file():
+        return title, None
+    grid = aggregate(json.loads((repo / SWEEP_GRID).read_text()), x="x", y="y", metric="value")
+    figure, axes = _figure(f"sweep {params.get('sweep.metric', 'value')}")
+    values = [[_mean(grid.cells.get((x, y))) for x in grid.xs] for y in grid.ys]
+    image = axes.imshow(values, cmap="viridis", aspect="auto", origin="lower")
+    for row, y in enumerate(grid.ys):
+        for column, x in enumerate(grid.xs):
+            if cell := grid.cells.get((x, y)):
+                axes.text(column, row, cell.label(), ha="center", va="center", color="w")
+    axes.set_xticks(range(len(grid.xs)), [str(x) for x in grid.xs])
+    axes.set_yticks(range(len(grid.ys)), [str(y) for y in grid.ys])
+    axes.set_xlabel(params.get("sweep.x", "x"))
+    axes.set_ylabel(params.get("sweep.y", "y"))
+    figure.colorbar(image, ax=axes)
+    figure.savefig(plots / "sweep_heatmap.png")
+    return title, plots / "sweep_heatmap.png"
+
+
+def _robustness(repo: Path, plots: Path) -> tuple[str, Path | None]:
+    """``robustness.png`` from the robustness stage's curves.json, if the workspace has one."""
+    title = "robustness"
+    if not (repo / ROBUSTNESS_CURVES).is_file():
+        return title, None
+    robustness_figure(json.loads((repo / ROBUSTNESS_CURVES).read_text())).savefig(
+        plots / "robustness.png"
+    )
+    return title, plots / "robustness.png"
+
+
+def robustness_figure(rows: Sequence[dict[str, Any]]) -> Any:
+    """Test accuracy against severity (0 = clean), one line per corruption."""
+    figure, axes = _figure("test accuracy under corruption")
+    curves: dict[str, tuple[list[int], list[float]]] = {}
+    for row in rows:
+        severities, accs = curves.setdefault(row["corruption"], ([], []))
+        severities.append(row["severity"])
+        accs.append(row["acc"])
+    for name, (severities, accs) in curves.items():
+        axes.plot(severities, accs, marker="o", markersize=4, label=name)
+    axes.set_xlabel("severity (0 = clean)")
+    axes.set_ylabel("test acc")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    return figure
+
+
+def _mean(cell: Any) -> float:
+    return cell.mean if cell else math.nan
+
+
+def study_figures(
+    repo: Path, params: dict[str, Any], plots: Path, storage: str | None, study: str | None
+) -> list[tuple[str, Path | None]]:
+    """The Optuna study's ``tune_history.png`` and, once trials have params,
+    ``tune_parallel.png`` and ``tune_importance.png`` (which needs two), if the study
+    exists and has complete trials.
+
+    An explicit ``storage`` or ``study`` must load; the default one is skipped when absent.
+    """
+    required = storage is not None or study is not None
+    if not required and not (repo / DEFAULT_STORAGE.removeprefix("sqlite:///")).is_file():
+        return []
+    name = study or params.get("tune.study", "visiontune")
+    loaded = _load_study(storage or DEFAULT_STORAGE, name, required=required)
+    trials = _complete_trials(loaded) if loaded else []
+    if not trials:
+        return []
+    target = params.get("tune.metric", "value")
+    figures = [("tuning history", _tune_history(loaded, trials, name, target, plots))]
+    if any(trial.params for trial in trials):
+        import matplotlib
+
+        matplotlib.use("Agg")  # Optuna draws with pyplot: never a window
+        from optuna.visualization import matplotlib as optuna_plots
+
+        figures += [
+            (title, optuna_plot(getattr(optuna_plots, function), loaded, target, plots / png))
+            for title, function, png, needs in OPTUNA_PLOTS
+            if len(trials) >= needs
+        ]
+    return figures
+
+
+def _tune_history(study: Any, trials: list[Any], name: str, target: str, plots: Path) -> Path:
+    """``tune_history.png``: each complete trial's value and the best so far."""
+    direction = study.direction.name.lower()
+    best = max if direction == "maximize" else min
+    numbers = [trial.number for trial in trials]
+    values = [trial.value for trial in trials]
+    running = [best(values[: i + 1]) for i in range(len(values))]
+    figure, axes = _figure(f"{name}: optimisation history ({direction})")
+    axes.plot(numbers, values, "o", label="trial")
+    axes.step(numbers, running, where="post", label="best so far")
+    axes.set_xlabel("trial")
+    axes.set_ylabel(target)
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.savefig(plots / "tune_history.png")
+    return plots / "tune_history.png"
+
+
+def optuna_plot(plot: Callable[..., Any], study: Any, target: str, path: Path) -> Path | None:
+    """One of Optuna's matplotlib plots of the study, saved at ``path`` at the size of the
+    other PNGs; None when Optuna cannot compute it (importances of a single distinct value)."""
+    from matplotlib import pyplot
+    from optuna.exceptions import ExperimentalWarning
+
+    with warnings.catch_warnings():
+        # The plots are experimental, and warn about flat axes and few trials.
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            figure = plot(study, target_name=target).figure
+        except (RuntimeError, ValueError, ZeroDivisionError):
+            return None
+        figure.set_size_inches(7, 4.5)
+        figure.tight_layout()  # room for Optuna's long and rotated param names
+    figure.savefig(path, dpi=100)
+    pyplot.close(figure)
+    return path
+
+
+def _load_study(url: str, name: str, *, required: bool) -> Any:
+    """The Optuna study, or None if it does not exist and is not required."""
+    import optuna
+
+    from visiontune.tuning.study import open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        if required:
+            raise VisiontuneError(f"no Optuna study {name!r} in {url}") from None
+        return None
+    except Exception as exc:  # a bad URL or an unreachable database: one line
+        raise VisiontuneError(f"cannot open Optuna storage {url}: {reason(exc)}") from None
+
+
+def _complete_trials(study: Any) -> list[Any]:
+    """The study's complete trials (Optuna's ``FrozenTrial``), in trial order."""
+    from optuna.trial import TrialState
+
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -1,0 +1,1 @@
+"""Networks, and trained models: their meta, checkpoints and ONNX exports."""

@@ -1,0 +1,227 @@
+"""Networks chosen by ``model.name``: a small configurable CNN or any timm model.
+
+timm is imported only when a timm model is built. torch is imported here because the
+CNN's modules must be module-level classes (so whole models pickle); nothing on the
+params-validation path imports this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from torch import nn
+
+from visiontune.config.errors import VisiontuneError, reason
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from visiontune.config.params import ModelParams
+
+MAX_WIDTH_FACTOR = 8  # cnn: width doubles per block up to this multiple of model.width
+
+
+class ModelExample(NamedTuple):
+    """A model the README lists and the smallest data.image_size (>= 4) it takes."""
+
+    name: str
+    min_image_size: int
+    note: str
+
+
+MODEL_EXAMPLES: tuple[ModelExample, ...] = (
+    ModelExample("cnn", 4, "configurable; needs data.image_size >= 2**model.blocks"),
+    ModelExample("resnet18", 4, "any size; downsamples 32x"),
+    ModelExample("convnext_atto", 32, "downsamples 32x with strided convs: needs >= 32 px"),
+    ModelExample("mambaout_femto", 4, "any size; downsamples 32x"),
+    ModelExample(
+        "volo_d1_224", 16, "built with img_size; sizes 47, 63, 79, ... (16k - 1 >= 47) fail"
+    ),
+    ModelExample("vit_tiny_patch16_224", 16, "built with img_size; 16 px patches"),
+    ModelExample("efficientnet_b0", 4, "any size; downsamples 32x"),
+)
+
+
+def build_model(
+    model: ModelParams, *, num_classes: int, channels: int, image_size: int
+) -> nn.Module:
+    """The network ``model.name`` names, for square images of ``image_size`` pixels.
+
+    The model comes in channels_last memory format, in which convolutions run faster on
+    CPUs and GPUs alike. Raises VisiontuneError (one line, naming the params key) for an unknown
+    name, an image size the network cannot take, or pretrained weights that cannot be fetched.
+    """
+    build = _cnn if model.name == "cnn" else _timm_model
+    network = build(model, num_classes=num_classes, channels=channels, image_size=image_size)
+    return network.to(memory_format=torch.channels_last)
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention: scale each channel by a gate computed from its global mean."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.gate = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(channels, hidden, 1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class ConvBlock(nn.Module):
+    """conv3x3 [BN] ReLU conv3x3 [BN] [SE] [+ skip] ReLU, then a 2x2 max-pool."""
+
+    def __init__(
+        self, c_in: int, c_out: int, *, batchnorm: bool, residual: bool, squeeze_excite: bool
+    ) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            *_conv_bn(c_in, c_out, 3, batchnorm),
+            nn.ReLU(inplace=True),
+            *_conv_bn(c_out, c_out, 3, batchnorm),
+            SqueezeExcite(c_out) if squeeze_excite else nn.Identity(),
+        )
+        self.skip: nn.Module | None = None
+        if residual and c_in == c_out:
+            self.skip = nn.Identity()
+        elif residual:
+            self.skip = nn.Sequential(*_conv_bn(c_in, c_out, 1, batchnorm))
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.skip is not None:
+            out = out + self.skip(x)
+        return self.pool(torch.relu(out))
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, batchnorm: bool) -> list[nn.Module]:
+    """A same-padding conv, followed by BatchNorm if asked (the conv then has no bias)."""
+    conv = nn.Conv2d(c_in, c_out, kernel, padding=kernel // 2, bias=not batchnorm)
+    return [conv, nn.BatchNorm2d(c_out)] if batchnorm else [conv]
+
+
+def _cnn(model: ModelParams, *, num_classes: int, channels: int, image_size: int) -> nn.Module:
+    """stem, ``model.blocks`` halving blocks, global average pool, dropout, linear."""
+    max_blocks = image_size.bit_length() - 1
+    if model.blocks > max_blocks:
+        raise VisiontuneError(
+            f"model.blocks={model.blocks} halves data.image_size={image_size} below 1 pixel; "
+            f"use model.blocks <= {max_blocks} or data.image_size >= {2**model.blocks}"
+        )
+    widths = [model.width * min(2**i, MAX_WIDTH_FACTOR) for i in range(model.blocks)]
+    layers: list[nn.Module] = [
+        *_conv_bn(channels, model.width, 3, model.batchnorm),
+        nn.ReLU(inplace=True),
+    ]
+    for c_in, c_out in zip([model.width, *widths[:-1]], widths, strict=True):
+        layers.append(
+            ConvBlock(
+                c_in,
+                c_out,
+                batchnorm=model.batchnorm,
+                residual=model.residual,
+                squeeze_excite=model.squeeze_excite,
+            )
+        )
+    head = [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(model.dropout)]
+    return nn.Sequential(*layers, *head, nn.Linear(widths[-1], num_classes))
+
+
+def _timm_model(
+    model: ModelParams, *, num_classes: int, channels: int, image_size: int
+) -> nn.Module:
+    """``timm.create_model``, checked to run on a zeros batch of the image size."""
+    import timm
+
+    _check_timm_name(timm, model)
+    kwargs = {
+        "pretrained": model.pretrained,
+        "num_classes": num_classes,
+        "in_chans": channels,
+        "drop_rate": model.dropout,
+    }
+    try:
+        net = _create(timm, model.name, kwargs, image_size)
+    except OSError as exc:
+        if not model.pretrained:
+            raise
+        raise VisiontuneError(
+            f"model.pretrained=true needs a network to fetch weights for {model.name} "
+            f"({reason(exc, innermost=True)})"
+        ) from None
+    _probe(timm, net, model.name, channels, image_size)
+    return net
+
+
+def _check_timm_name(timm: ModuleType, model: ModelParams) -> None:
+    """Fail early, with suggestions, on names timm does not know or has no weights for."""
+    if not timm.is_model(model.name):
+        close = difflib.get_close_matches(model.name, ["cnn", *timm.list_models()], n=4)
+        hint = f"did you mean: {', '.join(close)}?" if close else "see timm.list_models()"
+        raise VisiontuneError(
+            f"model.name {model.name!r} is neither 'cnn' nor a timm model; {hint}"
+        )
+    if model.pretrained and not timm.models.is_model_pretrained(model.name):
+        raise VisiontuneError(
+            f"model.pretrained=true but timm has no pretrained weights for {model.name}; "
+            "set model.pretrained=false"
+        )
+
+
+def _create(timm: ModuleType, name: str, kwargs: dict, image_size: int) -> nn.Module:
+    """Build with ``img_size`` when the constructor takes it (vit, volo, swin, ...).
+
+    Entrypoints are all ``fn(pretrained, **kwargs)``, so only the class constructor
+    knows; it rejects the keyword, naming it, before building anything. Trying with it
+    and retrying without on that TypeError was checked on every timm 1.0.31 model. Any
+    other failure here, but a download's OSError, comes from the size it was built for.
+    """
+    try:
+        return timm.create_model(name, img_size=image_size, **kwargs)
+    except TypeError as exc:
+        if "img_size" not in str(exc):
+            raise
+    except OSError:
+        raise
+    except Exception as exc:
+        raise _size_error(timm, name, image_size, exc) from None
+    return timm.create_model(name, **kwargs)
+
+
+def _probe(timm: ModuleType, net: nn.Module, name: str, channels: int, image_size: int) -> None:
+    """Run one zeros image through ``net`` (eval mode, no grad); fail on the image size."""
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, channels, image_size, image_size))
+    except Exception as exc:  # the input shape is the only thing that varies here
+        raise _size_error(timm, name, image_size, exc) from None
+    finally:
+        net.train()
+
+
+def _size_error(
+    timm: ModuleType, name: str, image_size: int, exc: BaseException
+) -> VisiontuneError:
+    """The one-line error for a model that cannot take ``data.image_size``."""
+    arch = timm.models.get_arch_name(name)
+    known = {example.name: example.min_image_size for example in MODEL_EXAMPLES}
+    cfg = timm.models.get_pretrained_cfg(name)
+    if image_size < known.get(arch, 0):
+        hint = f"; try data.image_size >= {known[arch]}"
+    elif cfg is not None:
+        hint = f"; try data.image_size={cfg.input_size[-1]}, the size it was designed for"
+    else:
+        hint = ""
+    return VisiontuneError(
+        f"model.name={name} cannot take data.image_size={image_size} ({reason(exc)}){hint}"
+    )

@@ -1,0 +1,36 @@
+"""The model's feature space: what its classifier head sees (the penultimate layer)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from visiontune.data.batches import Normalizer
+
+
+def classifier_head(model: nn.Module) -> nn.Module:
+    """The layer that maps features to class logits: a timm model's ``get_classifier()``,
+    else the last child module (the final Linear of the configurable CNN)."""
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):
+        return get_classifier()
+    return list(model.children())[-1]
+
+
+@torch.inference_mode()
+def features(
+    model: nn.Module, images: torch.Tensor, normalize: Normalizer, batch_size: int = 512
+) -> torch.Tensor:
+    """The inputs of ``model``'s classifier head for uint8 ``images``: float32 (N, D)."""
+    captured: list[torch.Tensor] = []
+
+    def capture(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+        captured.append(args[0].flatten(1).float())
+
+    handle = classifier_head(model).register_forward_pre_hook(capture)
+    try:
+        for start in range(0, len(images), batch_size):
+            model(normalize(images[start : start + batch_size]))
+    finally:
+        handle.remove()
+    return torch.cat(captured)

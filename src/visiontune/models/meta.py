@@ -1,0 +1,141 @@
+"""What a trained model is, apart from its weights: the one contract between training, the
+checkpoint, evaluation, the predictors, ONNX export and serving.
+
+``ModelMeta.to_dict``/``from_dict`` are the one place its keys are written; the checkpoint
+stores that dict beside the weights and an ONNX export stores it as JSON. Importing this
+module is cheap: torch comes in only when ``build_model`` builds a network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from visiontune.config.errors import VisiontuneError, reason
+from visiontune.config.params import Params, SpaceParam
+from visiontune.data.input_stats import InputStats
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from visiontune.data.preprocess import PreparedMeta
+
+
+@dataclass(frozen=True)
+class ModelMeta:
+    """The params a model was trained with and the images it takes.
+
+    ``classes`` are the names of its outputs, in order; it takes uint8 images of
+    ``channels`` x ``image_size`` x ``image_size``, standardised per channel with the
+    train split's ``mean`` and ``std`` (on a 0..1 scale). ``reference`` is the train
+    split's input statistics, which drift checks compare against (None in a model trained
+    before they were recorded). Fields are in the checkpoint's key order.
+    """
+
+    params: Params
+    classes: tuple[str, ...]
+    channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    reference: InputStats | None = None
+
+    @classmethod
+    def trained_on(cls, prepared: PreparedMeta, params: Params) -> ModelMeta:
+        """The meta of a model trained with ``params`` on the prepared dataset ``prepared``."""
+        return cls(
+            params=params,
+            classes=prepared.classes,
+            channels=prepared.channels,
+            image_size=prepared.image_size,
+            mean=prepared.mean,
+            std=prepared.std,
+            reference=prepared.reference,
+        )
+
+    def build_model(self, *, load_pretrained: bool = False) -> nn.Module:
+        """A new network for this meta (channels_last, in train mode).
+
+        With ``load_pretrained`` it starts from the pretrained weights that
+        ``params.model.pretrained`` asks for (as training does); without, pretrained weights
+        are never fetched, as the caller loads its own (from a checkpoint).
+        """
+        from visiontune.models.factory import build_model
+
+        model = self.params.model
+        if not load_pretrained:
+            model = dataclasses.replace(model, pretrained=False)
+        return build_model(
+            model, num_classes=len(self.classes), channels=self.channels, image_size=self.image_size
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain Python values (lists, not tuples), as the checkpoint has always stored them."""
+        return {
+            "params": dataclasses.asdict(self.params),
+            "classes": list(self.classes),
+            "channels": self.channels,
+            "image_size": self.image_size,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "reference": None if self.reference is None else self.reference.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, path: Path, *, extra_keys: tuple[str, ...] = ()) -> ModelMeta:
+        """The meta in ``data`` (a :meth:`to_dict`, also after a JSON round trip), read from
+        ``path``. VisiontuneError (one line) if a key is missing, naming every missing one,
+        ``extra_keys`` (those the file holds besides the meta) first, or a value is unusable.
+        ``reference`` may be missing (a model trained before it was recorded).
+        """
+        fields = (field.name for field in dataclasses.fields(cls) if field.name != "reference")
+        keys = (*extra_keys, *fields)
+        missing = [key for key in keys if not isinstance(data, Mapping) or key not in data]
+        if missing:
+            names = ", ".join(missing)
+            raise VisiontuneError(f"{path} is not a visiontune model file (no {names})")
+        try:
+            return cls(
+                params=_rebuild(Params, data["params"]),
+                classes=tuple(str(name) for name in data["classes"]),
+                channels=int(data["channels"]),
+                image_size=int(data["image_size"]),
+                mean=tuple(float(m) for m in data["mean"]),
+                std=tuple(float(s) for s in data["std"]),
+                reference=_reference(data.get("reference")),
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            why = f"unknown key {exc}" if isinstance(exc, KeyError) else reason(exc)
+            raise VisiontuneError(
+                f"{path} is not a visiontune model file (unusable meta: {why})"
+            ) from None
+
+
+def _reference(data: Any) -> InputStats | None:
+    """The stored reference statistics, if any; ValueError if unusable."""
+    try:
+        return None if data is None else InputStats.from_dict(data)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise ValueError(f"reference: {reason(exc)}") from None
+
+
+def _rebuild(cls: type, data: Mapping[str, Any]) -> Any:
+    """The params dataclass ``cls`` from its ``dataclasses.asdict`` form, not re-validated
+    (they were when the model was trained). Lists become tuples again (JSON has no tuples),
+    and a tuple's mappings the ``SpaceParam`` records of ``tune.space``."""
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in data.items():
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            value = _rebuild(kind, value)
+        elif kind is tuple:
+            value = tuple(
+                _rebuild(SpaceParam, item) if isinstance(item, Mapping) else item for item in value
+            )
+        values[name] = value
+    return cls(**values)

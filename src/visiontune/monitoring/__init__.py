@@ -1,0 +1,1 @@
+"""Data drift: is a folder of images from the training distribution?"""

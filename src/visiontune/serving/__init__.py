@@ -1,0 +1,1 @@
+"""The HTTP API that classifies uploaded images."""
