@@ -20,7 +20,8 @@ from pathlib import Path
 from visiontune.config.params import load_params, parse_override
 from visiontune.data.download import download
 from visiontune.data.preprocess import prepare
-from visiontune.tuning import TuneOptions, tune
+from visiontune.tuning.options import TuneOptions
+from visiontune.tuning.tuner import tune
 
 
 def main() -> None:

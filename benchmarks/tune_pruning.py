@@ -30,7 +30,8 @@ from typing import NamedTuple
 from visiontune.config.params import PRUNERS, load_params, parse_override, with_overrides
 from visiontune.data.download import download
 from visiontune.data.preprocess import prepare
-from visiontune.tuning import TuneOptions, tune
+from visiontune.tuning.options import TuneOptions
+from visiontune.tuning.tuner import tune
 
 DATA = {"data.source": "mnist_subset", "data.image_size": 16}
 

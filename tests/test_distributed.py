@@ -25,10 +25,11 @@ from helpers.servers import wait_for
 from optuna.trial import TrialState
 
 from visiontune.config.params import parse_params
-from visiontune.tuning import TuneOptions, open_storage, open_study
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER, counted
+from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.runners import TempRunner
 from visiontune.tuning.space import suggest
+from visiontune.tuning.study import open_storage, open_study
 
 WORKER_TIMEOUT = 420  # seconds: a worker that runs longer has hung
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageFilter
 
 from visiontune.cli import main
 from visiontune.config.errors import DRIFT_EXIT, VisiontuneError
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.monitoring.drift import check_drift
 from visiontune.monitoring.mmd import mmd_test
 

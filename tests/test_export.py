@@ -17,7 +17,7 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import parse_params
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.models import export as export_module
 from visiontune.models.checkpoint import load_checkpoint, save_checkpoint
 from visiontune.models.export import FLOAT_TOLERANCE, export_model, format_table

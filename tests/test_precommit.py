@@ -1,5 +1,6 @@
 """The pre-commit hooks: offline from the dev environment, green on the repository, and a
-commit of bad params, a broken dvc.yaml, a key or a large file is refused."""
+commit of bad params, a broken dvc.yaml, an import across the package layers, a key or a
+large file is refused."""
 
 from __future__ import annotations
 
@@ -42,6 +43,11 @@ def test_the_hooks_pass_offline_and_then_refuse_a_bad_commit(tmp_path):
     (repo.path / "gcs-key.json").write_text('{"type": "service_account"}\n')
     (repo.path / "weights.bin").write_bytes(bytes(2 << 20))
     (repo.path / "stages" / "extra.py").write_text("import os\n")
+    serving = repo.path / "src" / "visiontune" / "serving" / "app.py"
+    serving.write_text(
+        serving.read_text()
+        + "\n\ndef _late() -> None:\n    import visiontune.training.fit  # noqa: F401\n"
+    )
     repo.git("add", "-A")
     refused = repo.run("git", "commit", "-m", "bad", check=False)
     output = refused.stderr  # git gives hooks its stderr for their output
@@ -53,6 +59,7 @@ def test_the_hooks_pass_offline_and_then_refuse_a_bad_commit(tmp_path):
         "no-credential-files",
         "check-added-large-files",
         "ruff-check",
+        "lint-imports",
         "dvc-pre-commit",
     }
     assert "error: model.lr must be > 0, got -1" in output

@@ -15,7 +15,9 @@ from PIL import Image
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import DataParams
 from visiontune.data.download import download
-from visiontune.data.preprocess import SPLITS, image_to_tensor, load_meta, load_split, prepare
+from visiontune.data.images import image_to_tensor
+from visiontune.data.prepared import SPLITS, load_meta, load_split
+from visiontune.data.preprocess import prepare
 
 OUTPUTS = ("train.pt", "val.pt", "test.pt", "meta.json")
 

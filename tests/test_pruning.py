@@ -13,7 +13,8 @@ from optuna.trial import TrialState
 
 from visiontune.config.params import ParamsError, parse_params
 from visiontune.training.fit import fit
-from visiontune.tuning import TuneOptions, open_study
+from visiontune.tuning.options import TuneOptions
+from visiontune.tuning.study import open_study
 from visiontune.tuning.trial_link import (
     EXPERIMENT_ATTR,
     EXPERIMENT_ENV,

@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from visiontune.config.errors import VisiontuneError
 from visiontune.data.batches import Normalizer, evaluate_split
 from visiontune.data.input_stats import MIN_IMAGES, MOVED
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.serving.app import model_revision
 from visiontune.serving.predictors import TorchPredictor, load_predictor

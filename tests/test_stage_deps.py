@@ -1,12 +1,14 @@
-"""Every dvc.yaml stage lists as deps the source files its script imports.
+"""Every dvc.yaml stage lists as deps exactly the source files its script imports.
 
 A module missing from a stage's deps lets a change to it leave dvc.lock stale: DVC would
-call the stage unchanged and never re-run it. The import closure is read from the source
-(lazy imports inside functions included), not by importing it.
+call the stage unchanged and never re-run it. A module listed that the stage does not
+import re-runs it for changes that cannot affect it. The import closure is read from the
+source (lazy imports inside functions included), not by importing it.
 """
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,17 @@ import yaml
 from visiontune.experiments import source_closure
 
 ROOT = Path(__file__).resolve().parents[1]
-# Plumbing that cannot change a result: one-line error reporting and the stage entry point
-# (load params, call main). Listing them would re-run every stage for a message change.
-EXEMPT = {"src/visiontune/config/errors.py", "src/visiontune/stage.py"}
+PACKAGE = ROOT / "src" / "visiontune"
+INITS = sorted(PACKAGE.rglob("__init__.py"))
+# Plumbing that cannot change a result: one-line error reporting, the stage entry point
+# (load params, call main) and the packages' docstrings (an __init__ holds nothing else, as
+# test_package_inits_hold_only_their_docstring checks). Listing them would re-run every
+# stage for a message or a docstring.
+EXEMPT = {
+    "src/visiontune/config/errors.py",
+    "src/visiontune/stage.py",
+    *(init.relative_to(ROOT).as_posix() for init in INITS),
+}
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
@@ -30,16 +40,27 @@ def test_the_closure_follows_lazy_imports() -> None:
     closure = import_closure(ROOT / "stages" / "sweep.py")
     assert "src/visiontune/training/fit.py" in closure  # imported inside a function of sweep.py
     assert "src/visiontune/models/meta.py" in closure  # below that lazy import, two modules down
+    assert "src/visiontune/training/__init__.py" in closure  # runs before training.fit
+
+
+@pytest.mark.parametrize("init", INITS, ids=lambda p: p.parent.name)
+def test_package_inits_hold_only_their_docstring(init: Path) -> None:
+    """Importing a package runs nothing but its modules: no eager imports, no code."""
+    body = ast.parse(init.read_text()).body
+    assert len(body) == 1 and isinstance(body[0], ast.Expr), f"{init}: only a docstring"
+    assert isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
-def test_stage_lists_every_source_file_it_imports(stage: str) -> None:
+def test_stage_lists_exactly_the_source_files_it_imports(stage: str) -> None:
     spec = STAGES[stage]
     script = spec["cmd"].split()[1]
     deps = {dep if isinstance(dep, str) else next(iter(dep)) for dep in spec["deps"]}
     assert script in deps
-    missing = sorted(import_closure(ROOT / script) - deps - EXEMPT)
-    assert not missing, f"dvc.yaml stage {stage} imports but does not list: {missing}"
+    sources = {dep for dep in deps if dep.startswith(("src/", "stages/"))} - {script}
+    closure = import_closure(ROOT / script) - EXEMPT
+    assert sorted(closure - sources) == [], f"dvc.yaml stage {stage} imports but does not list"
+    assert sorted(sources - closure) == [], f"dvc.yaml stage {stage} lists but does not import"
 
 
 def test_dvc_yaml_and_the_code_name_the_same_outputs() -> None:

@@ -11,8 +11,9 @@ import pytest
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, parse_params, with_overrides
+from visiontune.experiments.dvc_git import dvc_cache_dir
 from visiontune.experiments.sweep import run_sweep
-from visiontune.experiments.sweep_cache import CellStore, dvc_cache_dir
+from visiontune.experiments.sweep_cache import CellStore
 from visiontune.training.fit import fit
 
 COLUMNS = {"x", "y", "value", "val_acc", "val_loss", "train_acc", "train_loss", "best"}
@@ -186,5 +187,5 @@ def test_a_cell_key_covers_the_code_that_trains_it_and_no_other(prepared):
 
     code = set(_context(prepared)["code"])
     trains = {"experiments/sweep.py", "training/fit.py", "models/factory.py", "data/batches.py"}
-    assert trains | {"data/preprocess.py"} <= code
+    assert trains | {"data/prepared.py"} <= code  # and the reader of the prepared splits
     assert not code & {"serving/app.py", "experiments/report.py", "cli.py", "tuning/__init__.py"}

@@ -14,7 +14,7 @@ import torch
 
 from visiontune.config.params import Params, parse_params
 from visiontune.data.batches import Normalizer, evaluate_split
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.evaluation.evaluate import evaluate, per_class_scores
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.training.fit import TrainingDiverged, train

@@ -16,9 +16,10 @@ from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
 from visiontune.config.params import parse_params
-from visiontune.tuning import TuneOptions, open_study
 from visiontune.tuning.accounting import REASON, counted
+from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.space import suggest
+from visiontune.tuning.study import open_study
 
 
 @pytest.fixture

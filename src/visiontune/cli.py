@@ -23,7 +23,8 @@ def _params(args: argparse.Namespace) -> None:
 
 
 def _tune(args: argparse.Namespace) -> None:
-    from visiontune.tuning import TuneOptions, tune
+    from visiontune.tuning.options import TuneOptions
+    from visiontune.tuning.tuner import tune
 
     params = load_params()
     fixed = dict(parse_override(text) for text in args.set)

@@ -9,7 +9,8 @@ import optuna
 
 from helpers.dvc_repo import SPACE
 from visiontune.config.params import parse_params
-from visiontune.tuning import TuneOptions, tune
+from visiontune.tuning.options import TuneOptions
+from visiontune.tuning.tuner import tune
 
 
 def in_process_study(

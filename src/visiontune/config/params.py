@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from visiontune.config.errors import VisiontuneError
-from visiontune.data.download import SOURCE_NAMES, is_location
+from visiontune.config.sources import SOURCE_NAMES, is_location
 
 
 class ParamsError(VisiontuneError):

@@ -1,9 +1,11 @@
 """Where the pipeline's files live, written once: dvc.yaml names the same paths (a test
-checks that they agree), relative to the repository root where dvc runs every stage.
-Also the one helper that writes JSON outputs."""
+checks that they agree), relative to the repository root where dvc runs every stage. Also
+where the Optuna study lives by default, how a storage URL reaches its database driver, and
+the one helper that writes JSON outputs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -31,3 +33,11 @@ def write_json(path: Path, data: Any) -> None:
     """Write ``data`` to ``path`` as indented JSON with a final newline, folders made."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def engine_url(url: str) -> str:
+    """An Optuna storage URL as SQLAlchemy should open it: a bare ``postgresql://`` names
+    psycopg2, the driver this project installs (SQLAlchemy 2.1 reads it as psycopg 3)."""
+    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url

@@ -1,8 +1,6 @@
-"""Dataset sources for the download stage: names users put in ``data.source``, and
-``download``, which writes any of them into the raw format that preprocess reads.
-
-This module's top level imports nothing heavy: params validation imports it.
-"""
+"""The download stage: ``download`` writes any ``data.source`` (a built-in dataset, a
+folder, an archive, a URL; see :mod:`visiontune.config.sources`) into the raw format that
+the preprocess stage reads."""
 
 from __future__ import annotations
 
@@ -20,52 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.paths import write_json
+from visiontune.config.sources import OFFLINE_SOURCES, TORCHVISION_SOURCES
+from visiontune.data.folders import IMAGE_EXTENSIONS, files, image_files, is_hidden
 
 if TYPE_CHECKING:
     import numpy as np
-
-# Offline sources ship inside installed packages: no network needed.
-OFFLINE_SOURCES = ("digits", "mnist_subset")
-
-# torchvision dataset name -> (class name, keyword arguments of each split to merge).
-TORCHVISION_SOURCES: dict[str, tuple[str, tuple[dict[str, object], ...]]] = {
-    "mnist": ("MNIST", ({"train": True}, {"train": False})),
-    "fashion_mnist": ("FashionMNIST", ({"train": True}, {"train": False})),
-    "kmnist": ("KMNIST", ({"train": True}, {"train": False})),
-    "cifar10": ("CIFAR10", ({"train": True}, {"train": False})),
-    "cifar100": ("CIFAR100", ({"train": True}, {"train": False})),
-    "svhn": ("SVHN", ({"split": "train"}, {"split": "test"})),
-    "flowers102": ("Flowers102", ({"split": "train"}, {"split": "val"}, {"split": "test"})),
-}
-
-SOURCE_NAMES = OFFLINE_SOURCES + tuple(TORCHVISION_SOURCES)
-
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
-
-# The files of a class folder that are images: torchvision's IMG_EXTENSIONS plus .gif,
-# which the server accepts. Other files (Thumbs.db, desktop.ini, notes) are ignored.
-IMAGE_EXTENSIONS = (
-    ".jpg",
-    ".jpeg",
-    ".png",
-    ".ppm",
-    ".bmp",
-    ".pgm",
-    ".tif",
-    ".tiff",
-    ".webp",
-    ".gif",
-)
-
-
-def is_location(source: str) -> bool:
-    """True when ``source`` is a folder, archive path or http(s) URL, not a dataset name."""
-    return (
-        "/" in source
-        or "\\" in source
-        or source.startswith((".", "~"))
-        or source.lower().endswith(ARCHIVE_SUFFIXES)
-    )
 
 
 def default_cache_dir() -> Path:
@@ -321,25 +278,5 @@ def _copy_class_folders(root: Path, out: Path, source: str, top: Path | None = N
     return {"format": "folder", "classes": classes, "count": len(copied), "ignored": ignored}
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".") or name == "__MACOSX"
-
-
 def _visible(folder: Path) -> list[Path]:
-    return sorted(entry for entry in folder.iterdir() if not _is_hidden(entry.name))
-
-
-def files(folder: Path) -> list[Path]:
-    """Every file anywhere under ``folder``, sorted."""
-    return sorted(path for path in folder.rglob("*") if path.is_file())
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Files under ``folder`` with an image extension (any case) and no hidden path part:
-    the images of a class folder, and of a folder that ``visiontune drift`` checks."""
-    return [
-        path
-        for path in files(folder)
-        if path.suffix.lower() in IMAGE_EXTENSIONS
-        and not any(_is_hidden(part) for part in path.relative_to(folder).parts)
-    ]
+    return sorted(entry for entry in folder.iterdir() if not is_hidden(entry.name))

@@ -10,7 +10,7 @@ import torch
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
 from visiontune.data.batches import Normalizer, evaluate_split
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.runtime import configure, resolve_device
 

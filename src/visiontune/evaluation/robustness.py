@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
 from visiontune.data.batches import Normalizer, evaluate_split, index_batches
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.runtime import configure, resolve_device
 

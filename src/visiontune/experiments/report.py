@@ -24,7 +24,13 @@ from typing import Any
 
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.params import OBJECTIVES
-from visiontune.config.paths import DEFAULT_STORAGE, ROBUSTNESS_CURVES, SWEEP_GRID, TRAIN_SERIES
+from visiontune.config.paths import (
+    DEFAULT_STORAGE,
+    ROBUSTNESS_CURVES,
+    SWEEP_GRID,
+    TRAIN_SERIES,
+    engine_url,
+)
 from visiontune.experiments.dvc_git import run_tool
 from visiontune.experiments.listing import Experiment, is_pruned, list_experiments
 
@@ -390,12 +396,9 @@ def _load_study(url: str, name: str, *, required: bool) -> Any:
     """The Optuna study, or None if it does not exist and is not required."""
     import optuna
 
-    from visiontune.tuning.study import open_storage
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(url)
     try:
-        return optuna.load_study(study_name=name, storage=storage)
+        return optuna.load_study(study_name=name, storage=engine_url(url))
     except KeyError:
         if required:
             raise VisiontuneError(f"no Optuna study {name!r} in {url}") from None

@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def import_closure(script: Path) -> set[Path]:
-    """Every visiontune source file ``script`` imports, directly or through others."""
+    """Every visiontune source file ``script`` imports, directly or through others, package
+    ``__init__`` files included."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
@@ -27,7 +28,8 @@ def import_closure(script: Path) -> set[Path]:
 
 
 def _imported_modules(path: Path) -> set[str]:
-    """Names of the visiontune modules ``path`` imports, anywhere in its code."""
+    """Names of the visiontune modules ``path`` imports, anywhere in its code, with the
+    packages above them (whose ``__init__`` runs first)."""
     names = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("visiontune"):
@@ -35,7 +37,8 @@ def _imported_modules(path: Path) -> set[str]:
             names.update(f"{node.module}.{alias.name}" for alias in node.names)
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names if a.name.startswith("visiontune"))
-    return names
+    parts = [name.split(".") for name in names]
+    return {".".join(part[:end]) for part in parts for end in range(1, len(part) + 1)}
 
 
 def _module_file(name: str) -> Path | None:

@@ -13,7 +13,6 @@ This module imports nothing heavy: a sweep whose cells are all stored never load
 
 from __future__ import annotations
 
-import configparser
 import dataclasses
 import hashlib
 import json
@@ -24,35 +23,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
+from visiontune.data.prepared import stored_files
+from visiontune.experiments.dvc_git import dvc_cache_dir
 from visiontune.experiments.source_closure import PACKAGE, import_closure
 
-# What a cell reads from data/prepared (the test split never enters training).
-_DATA_FILES = ("train.pt", "val.pt", "meta.json")
+# The prepared splits a cell reads (the test split never enters training).
+_SPLITS = ("train", "val")
 # Libraries whose version can change a trained model's numbers.
 _LIBRARIES = ("torch", "timm", "numpy")
 # Environment that changes which device train.device=auto picks.
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
-
-
-def dvc_cache_dir(root: Path) -> Path:
-    """The DVC cache directory of the repository at ``root``, as its config sets it.
-
-    DVC's temp and queued experiments run in a copy whose ``.dvc/config.local`` points
-    ``cache.dir`` at the original repository's cache.
-    """
-    for name in ("config.local", "config"):
-        config = configparser.ConfigParser(interpolation=None, strict=False)
-        path = root / ".dvc" / name
-        try:
-            config.read(path)
-        except configparser.Error:
-            continue
-        folder = config.get("cache", "dir", fallback=None)
-        if folder:
-            return (path.parent / Path(folder).expanduser()).resolve()
-    return root / ".dvc" / "cache"
 
 
 class CellStore:
@@ -106,14 +87,7 @@ def _context(prepared_dir: Path) -> dict[str, Any]:
             }
         )
     }
-    data = {}
-    for name in _DATA_FILES:
-        try:
-            data[name] = _sha256((prepared_dir / name).read_bytes())
-        except OSError:
-            raise VisiontuneError(
-                f"{prepared_dir / name} not found; run `dvc repro preprocess`"
-            ) from None
+    data = {path.name: _sha256(path.read_bytes()) for path in stored_files(prepared_dir, _SPLITS)}
     return {
         "code": code,
         "data": data,

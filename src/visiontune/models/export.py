@@ -22,7 +22,7 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.paths import write_json
-from visiontune.data.preprocess import load_split
+from visiontune.data.prepared import load_split
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation

@@ -22,7 +22,7 @@ from visiontune.data.input_stats import InputStats
 if TYPE_CHECKING:
     from torch import nn
 
-    from visiontune.data.preprocess import PreparedMeta
+    from visiontune.data.prepared import PreparedMeta
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,14 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.data.batches import Normalizer
-from visiontune.data.download import files, image_files
+from visiontune.data.folders import files, image_files
+from visiontune.data.images import (
+    Loaded,
+    decompression_bombs_refused,
+    load_all,
+    load_file,
+    unreadable_error,
+)
 from visiontune.data.input_stats import (
     MIN_IMAGES,
     MOVED,
@@ -30,15 +37,7 @@ from visiontune.data.input_stats import (
     moments,
 )
 from visiontune.data.input_stats import shifts as input_shifts
-from visiontune.data.preprocess import (
-    Loaded,
-    decompression_bombs_refused,
-    load_all,
-    load_file,
-    load_meta,
-    load_split,
-    unreadable_error,
-)
+from visiontune.data.prepared import load_meta, load_split
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.features import features
 from visiontune.models.meta import ModelMeta

@@ -8,8 +8,10 @@ training and evaluation.
 """
 
 import os
+import subprocess
 import threading
 from collections.abc import Sequence
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,11 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from visiontune import __version__
-from visiontune.config.errors import VisiontuneError
+from visiontune.data.images import Loaded
 from visiontune.data.input_stats import MIN_IMAGES, REFERENCE_SPLIT
-from visiontune.data.preprocess import Loaded
-from visiontune.experiments.dvc_git import run_tool
 from visiontune.models.checkpoint import file_digest
 from visiontune.serving.metrics import MetricsMiddleware, ServingMetrics
 from visiontune.serving.predictors import Predictor, load_predictor
@@ -188,7 +187,7 @@ def create_app(
     num_classes = len(classifier.classes)
     app = FastAPI(
         title="visiontune image classifier",
-        version=__version__,
+        version=package_version("visiontune"),
         description=(
             f"Classifies images with the {metadata.format} model `{metadata.model_name}` "
             f"({num_classes} classes, {metadata.channels}-channel "
@@ -282,20 +281,15 @@ def model_revision(path: Path, md5: str | None) -> str | None:
     if md5 is None:
         return None
     try:
-        result = run_tool(
-            "git",
-            "log",
-            "--all",
-            "--format=%H",
-            "-S",
-            md5,
-            "--",
-            ":(top)dvc.lock",
+        result = subprocess.run(
+            ["git", "log", "--all", "--format=%H", "-S", md5, "--", ":(top)dvc.lock"],
             cwd=Path(path).resolve().parent,
-            check=False,
+            capture_output=True,
+            text=True,
             timeout=30,
+            stdin=subprocess.DEVNULL,
         )
-    except VisiontuneError:  # no git, or it hung: the revision is unknown
+    except (OSError, subprocess.TimeoutExpired):  # no git, or it hung: the revision is unknown
         return None
     commits = result.stdout.split() if result.returncode == 0 else []
     return commits[-1] if commits else None

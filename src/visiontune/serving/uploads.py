@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from visiontune.data.preprocess import Loaded, convert
+from visiontune.data.images import Loaded, convert
 
 # Formats Pillow may open: common raster formats only (EPS, for one, would run Ghostscript).
 FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM")

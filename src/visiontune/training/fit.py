@@ -19,11 +19,10 @@ from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, TrainParams
 from visiontune.config.paths import write_json
 from visiontune.data.batches import EvalResult, Normalizer, augment, evaluate_split, index_batches
-from visiontune.data.preprocess import load_meta, load_split
+from visiontune.data.prepared import load_meta, load_split
 from visiontune.models.checkpoint import save_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure, resolve_device
-from visiontune.tuning.trial_link import link_from_environment
 
 # The phases of a training step, in order; Trainer.phase wraps each (the profiler labels them).
 PHASES = ("data/augment", "forward", "backward", "optimizer step")
@@ -141,26 +140,30 @@ def fit(
 
 
 def train(
-    params: Params, prepared_dir: Path, model_path: Path, live_dir: Path, summary_path: Path
+    params: Params,
+    prepared_dir: Path,
+    model_path: Path,
+    live_dir: Path,
+    summary_path: Path,
+    on_epoch: EpochCallback | None = None,
 ) -> dict[str, Any]:
     """The train stage: :func:`fit`, then save the model, the series and the summary.
 
     Writes the checkpoint to ``model_path``, per-epoch series under ``live_dir`` (DVCLive)
     and the summary (of the saved model's epoch) to ``summary_path``, and returns it.
+    ``on_epoch`` (a tuner's trial, say) is called after each epoch's metrics are logged, as
+    :func:`fit` calls it.
     """
     from dvclive import Live
 
     live = Live(dir=str(live_dir), dvcyaml=None, save_dvc_exp=False)
-    link = link_from_environment()  # a tuner's trial: report every epoch, maybe prune
 
     def log(result: EpochResult) -> str | None:
         live.step = result.epoch  # series count epochs from 1, as the log lines do
         for name, value in result.metrics().items():
             live.log_metric(name, value)
         live.next_step()
-        if link is None:
-            return None
-        return link.report(result.epoch, result.metrics())
+        return on_epoch(result) if on_epoch is not None else None
 
     try:
         fitted = fit(params, prepared_dir, on_epoch=log)

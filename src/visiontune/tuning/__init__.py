@@ -11,76 +11,11 @@ in a database server: each runs trials as experiments of its clone, marks them a
 a heartbeat thread (:mod:`~visiontune.tuning.liveness`), settles the trials of a worker
 that died, and stops once the study counts ``--trials`` trials.
 
-Modules: ``options`` (what the command line sets), ``study`` (storage, study, sampler),
-``accounting`` (which trials count), ``space`` (``tune.space`` to suggestions),
-``liveness`` (heartbeats, staleness), ``outcome`` (what became of an experiment, retry
-policy), ``dvc_queue`` (DVC's queue), ``trials`` (asking, completing, failing),
-``runners`` (temp, queue, in-process), ``summary`` (best trial, plots, progress lines).
+Modules: ``tuner`` (``tune``: the study run to its end), ``options`` (what the command
+line sets), ``study`` (storage, study, sampler), ``accounting`` (which trials count),
+``space`` (``tune.space`` to suggestions), ``liveness`` (heartbeats, staleness),
+``outcome`` (what became of an experiment, retry policy), ``dvc_queue`` (DVC's queue),
+``trials`` (asking, completing, failing), ``runners`` (temp, queue, in-process),
+``summary`` (best trial, plots, progress lines), ``run_cache`` (pruned stages out of DVC's
+run-cache), ``trial_link`` (a trial's train stage reporting to its study).
 """
-
-from __future__ import annotations
-
-from pathlib import Path
-from typing import TYPE_CHECKING
-
-from visiontune.config.errors import VisiontuneError
-from visiontune.config.params import TUNABLE_SECTIONS, Params
-from visiontune.config.paths import DEFAULT_STORAGE
-from visiontune.experiments.listing import experiment_names
-from visiontune.tuning.options import TuneOptions
-from visiontune.tuning.runners import InProcessRunner, QueueRunner, TempRunner
-from visiontune.tuning.study import open_storage, open_study
-from visiontune.tuning.summary import write_summary
-
-if TYPE_CHECKING:
-    import optuna
-
-__all__ = ["DEFAULT_STORAGE", "TuneOptions", "open_storage", "open_study", "tune"]
-
-
-def tune(params: Params, options: TuneOptions, repo: Path) -> optuna.Study:
-    """Run (or resume) the study until ``options.trials`` trials count; return the study."""
-    if options.trials < 1 or options.jobs < 1:
-        raise VisiontuneError("--trials and --jobs must be >= 1")
-    if not params.tune.space:
-        raise VisiontuneError("tune.space in params.yaml is empty: nothing to tune")
-    for key in options.fixed:
-        if key.partition(".")[0] not in TUNABLE_SECTIONS:
-            raise VisiontuneError(
-                f"--set {key}: --set fixes a param of every trial (data.*, model.*, train.*); "
-                "the tuner's own settings are in params.yaml"
-            )
-    storage = open_storage(options.storage, params.tune.heartbeat)
-    study = open_study(params, options, storage)
-    if not options.in_process:
-        _check_names_free(study, repo)
-    if options.in_process:
-        kind: type[TempRunner | InProcessRunner] = InProcessRunner
-    else:
-        kind = QueueRunner if options.jobs > 1 else TempRunner
-    runner = kind(params, options, repo, storage, study)
-    with runner.liveness.beating(params.tune.heartbeat):
-        try:
-            runner.run(study)
-        except KeyboardInterrupt:
-            runner.stop(study)
-            raise
-    write_summary(study, params, repo, applicable=not options.in_process)
-    return study
-
-
-def _check_names_free(study: optuna.Study, repo: Path) -> None:
-    """Refuse to overwrite experiments of an earlier study that had the same name."""
-    taken = sorted(
-        name
-        for name in experiment_names(repo)
-        if name.startswith(f"{study.study_name}-")
-        and name.rpartition("-")[2].isdigit()
-        and int(name.rpartition("-")[2]) >= len(study.trials)
-    )
-    if taken:
-        raise VisiontuneError(
-            f"experiments {', '.join(taken[:3])}{' ...' if len(taken) > 3 else ''} exist but are "
-            f"not in study {study.study_name} of this storage; use another --study, or remove "
-            f"them with `dvc exp remove {' '.join(taken[:3])}`"
-        )

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from visiontune.config.paths import MODEL
+from visiontune.experiments.dvc_git import dvc_cache_dir
 from visiontune.experiments.listing import experiment_file
-from visiontune.experiments.sweep_cache import dvc_cache_dir
 
 TRAIN_STAGE = "train"
 

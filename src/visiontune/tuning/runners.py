@@ -230,7 +230,7 @@ class InProcessRunner(Runner):
         params = with_overrides(self.params, overrides)
         prepared = self.repo / PREPARED
         link = TrialLink(trial, self.metric, self.pruner["name"])
-        fitted = fit(params, prepared, on_epoch=lambda r: link.report(r.epoch, r.metrics()))
+        fitted = fit(params, prepared, on_epoch=link.after_epoch)
         with tempfile.TemporaryDirectory() as tmp:
             model_path = Path(tmp) / "model.pt"
             save_checkpoint(model_path, fitted.model, fitted.meta)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import time
 import warnings
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.params import OBJECTIVES, Params, with_overrides
+from visiontune.config.paths import engine_url
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.trial_link import build_pruner, pruner_spec
 
@@ -25,12 +25,12 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     _quiet_optuna()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-    engine_url = _engine_url(url)
+    database = engine_url(url)
     error: Exception | None = None
     for _ in range(3):
         try:
             return optuna.storages.RDBStorage(
-                engine_url,
+                database,
                 heartbeat_interval=heartbeat,
                 grace_period=3 * heartbeat if heartbeat else None,
                 engine_kwargs={"pool_pre_ping": True},
@@ -103,14 +103,7 @@ def trial_url(url: str) -> str:
     if url.startswith("sqlite:///"):
         path = Path(url.removeprefix("sqlite:///")).expanduser().resolve()
         return f"sqlite:///{path}"
-    return _engine_url(url)
-
-
-def _engine_url(url: str) -> str:
-    if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
-        # SQLAlchemy 2.1 reads postgresql:// as psycopg (3); the project installs psycopg2.
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
+    return engine_url(url)
 
 
 def shared(url: str) -> bool:

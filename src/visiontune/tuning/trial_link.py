@@ -23,6 +23,8 @@ from visiontune.config.params import Params
 if TYPE_CHECKING:
     import optuna
 
+    from visiontune.training.fit import EpochResult
+
 STORAGE_ENV = "VISIONTUNE_TRIAL_STORAGE"
 EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by dvc for every stage of an experiment
 EXPERIMENT_ATTR = "experiment"  # trial user attr: the dvc experiment that runs the trial
@@ -113,6 +115,11 @@ class TrialLink:
             print(f"trial {self.trial.number}: no longer reporting to its study ({reason(exc)})")
             return None
         return f"{self.pruner} pruner: {self.metric} {value:.4f} at epoch {epoch}"
+
+    def after_epoch(self, result: EpochResult) -> str | None:
+        """:meth:`report` an epoch of training (a :func:`~visiontune.training.fit.fit`
+        callback)."""
+        return self.report(result.epoch, result.metrics())
 
 
 def link_from_environment() -> TrialLink | None:
