@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 
 from visiontune.config.params import load_params
-from visiontune.data.batches import Normalizer, evaluate_split, index_batches
+from visiontune.data.batches import Normalizer, index_batches
 from visiontune.data.download import download
 from visiontune.data.prepared import load_meta, load_split
 from visiontune.data.preprocess import prepare
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure
+from visiontune.models.scoring import evaluate_split
 from visiontune.training.fit import Trainer
 
 CPU = torch.device("cpu")

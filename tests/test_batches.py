@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from visiontune.data.batches import Normalizer, augment, evaluate_split, index_batches
+from visiontune.data.batches import Normalizer, augment, index_batches
+from visiontune.models.scoring import evaluate_split
 
 CPU = torch.device("cpu")
 

@@ -24,15 +24,15 @@ from visiontune.models.export import FLOAT_TOLERANCE, export_model, format_table
 from visiontune.models.factory import build_model
 from visiontune.models.meta import ModelMeta
 from visiontune.models.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
+from visiontune.models.scoring import load_trained
 
 CPU = torch.device("cpu")
 INT8_MAX_ACC_DROP = 0.05  # 3 of the 60 test images
 
 
 def torch_probabilities(model_path: Path, images: torch.Tensor) -> np.ndarray:
-    model, meta = load_checkpoint(model_path, CPU)
     with torch.inference_mode():
-        return with_normalisation(model, meta)(images).softmax(1).numpy()
+        return with_normalisation(load_trained(model_path))(images).softmax(1).numpy()
 
 
 @pytest.fixture(scope="module")

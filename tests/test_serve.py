@@ -26,10 +26,9 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from visiontune.config.errors import VisiontuneError
-from visiontune.data.batches import Normalizer, evaluate_split
 from visiontune.data.input_stats import MIN_IMAGES, MOVED
 from visiontune.data.prepared import load_split
-from visiontune.models.checkpoint import load_checkpoint
+from visiontune.models.scoring import load_trained
 from visiontune.serving.app import model_revision
 from visiontune.serving.predictors import TorchPredictor, load_predictor
 
@@ -94,11 +93,9 @@ def held_out(prepared: Path) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def expected_labels(trained_model: Path, held_out) -> list[str]:
     """The class names evaluate predicts for the test split (the same code path)."""
-    model, meta = load_checkpoint(trained_model, torch.device("cpu"))
-    images, labels = held_out
-    normalize = Normalizer.from_stats(meta.mean, meta.std, torch.device("cpu"))
-    result = evaluate_split(model, images, labels, normalize, batch_size=512)
-    return [meta.classes[i] for i in result.predictions.tolist()]
+    trained = load_trained(trained_model)
+    result = trained.evaluate(*held_out, batch_size=512)
+    return [trained.meta.classes[i] for i in result.predictions.tolist()]
 
 
 def _png(image: Image.Image | np.ndarray, fmt: str = "PNG", **options) -> bytes:

@@ -13,13 +13,10 @@ import pytest
 import torch
 
 from visiontune.config.params import Params, parse_params
-from visiontune.data.batches import Normalizer, evaluate_split
 from visiontune.data.prepared import load_split
 from visiontune.evaluation.evaluate import evaluate, per_class_scores
-from visiontune.models.checkpoint import load_checkpoint
+from visiontune.models.scoring import load_trained
 from visiontune.training.fit import TrainingDiverged, train
-
-CPU = torch.device("cpu")
 
 
 def small(**train: object) -> Params:
@@ -69,10 +66,9 @@ def test_loss_falls_and_every_output_is_written(prepared, tmp_path, capsys):
 
 def test_checkpoint_reloads_to_the_same_val_accuracy(prepared, tmp_path):
     summary = run(small(), prepared, tmp_path)
-    model, meta = load_checkpoint(tmp_path / "model.pt", CPU)
+    trained = load_trained(tmp_path / "model.pt")
     images, labels = load_split(prepared, "val")
-    normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
-    assert evaluate_split(model, images, labels, normalize, 64).acc == summary["val"]["acc"]
+    assert trained.evaluate(images, labels, 64).acc == summary["val"]["acc"]
 
 
 def test_same_params_same_metrics(prepared, tmp_path):

@@ -1,4 +1,4 @@
-"""Whole-batch tensor work: index batches, augmentation, normalisation, evaluation.
+"""Whole-batch tensor work: index batches, augmentation, normalisation.
 
 Datasets stay in memory as uint8 tensors (N, C, H, W); a batch is an index slice,
 augmented as one tensor, then normalised to float.
@@ -65,39 +65,3 @@ def _random_crop(images: torch.Tensor, pad: int, generator: torch.Generator) -> 
     batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
     channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
     return padded[batch, channel, rows, cols]
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Mean cross-entropy, accuracy and per-image predictions of one pass over a split."""
-
-    loss: float
-    acc: float
-    predictions: torch.Tensor
-
-
-@torch.no_grad()
-def evaluate_split(
-    model: torch.nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    normalize: Normalizer,
-    batch_size: int,
-) -> EvalResult:
-    """Plain (unsmoothed) cross-entropy and accuracy of ``model`` on a whole split."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), device=images.device)
-    predictions = []
-    for idx in index_batches(images.shape[0], batch_size, images.device):
-        logits = model(normalize(images[idx]))
-        loss_sum += F.cross_entropy(logits.float(), labels[idx], reduction="sum")
-        predictions.append(logits.argmax(1))
-    model.train(was_training)
-    preds = torch.cat(predictions)
-    n = max(images.shape[0], 1)
-    return EvalResult(
-        loss=loss_sum.item() / n,
-        acc=(preds == labels).sum().item() / n,
-        predictions=preds.cpu(),
-    )

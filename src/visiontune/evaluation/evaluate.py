@@ -9,10 +9,8 @@ import torch
 
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
-from visiontune.data.batches import Normalizer, evaluate_split
 from visiontune.data.prepared import load_split
-from visiontune.models.checkpoint import load_checkpoint
-from visiontune.models.runtime import configure, resolve_device
+from visiontune.models.scoring import load_trained
 
 EVAL_BATCH_SIZE = 512
 
@@ -26,15 +24,12 @@ def evaluate(
     ``confusion.json`` (one row per test image, for DVC's ``confusion`` template) and
     ``classes.json`` (precision, recall, F1 and support per class).
     """
-    configure(params.train.seed, params.train.threads)
-    device = resolve_device(params.train.device)
-    model, meta = load_checkpoint(model_path, device)
-    images, labels = (t.to(device) for t in load_split(prepared_dir, "test"))
-    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
-    result = evaluate_split(model, images, labels, normalize, EVAL_BATCH_SIZE)
+    trained = load_trained(model_path, params.train.device, params.train.threads)
+    images, labels = load_split(prepared_dir, "test")
+    result = trained.evaluate(images, labels, EVAL_BATCH_SIZE)
 
-    classes = meta.classes
-    actual = labels.cpu()
+    classes = trained.meta.classes
+    actual = labels
     rows = per_class_scores(actual, result.predictions, len(classes))
     for row, name in zip(rows, classes, strict=True):
         row["class"] = name

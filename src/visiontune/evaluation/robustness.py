@@ -21,10 +21,9 @@ import torch.nn.functional as F
 
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
-from visiontune.data.batches import Normalizer, evaluate_split, index_batches
+from visiontune.data.batches import index_batches
 from visiontune.data.prepared import load_split
-from visiontune.models.checkpoint import load_checkpoint
-from visiontune.models.runtime import configure, resolve_device
+from visiontune.models.scoring import load_trained
 
 EVAL_BATCH_SIZE = 512  # images corrupted and scored at a time
 
@@ -136,19 +135,14 @@ def robustness(
     and severity, and the corruption with the lowest accuracy at the top severity.
     """
     cfg = params.robustness
-    configure(cfg.seed, params.train.threads)
-    device = resolve_device(params.train.device)
-    model, meta = load_checkpoint(model_path, device)
+    trained = load_trained(model_path, params.train.device, params.train.threads)
     images, labels = _subset(*load_split(prepared_dir, "test"), cfg.max_images, cfg.seed)
-    images, labels = images.to(device), labels.to(device)
-    normalize = Normalizer.from_stats(meta.mean, meta.std, device)
+    images, labels = images.to(trained.device), labels.to(trained.device)
 
     def accuracy(transform: Callable[[torch.Tensor], torch.Tensor]) -> float:
         correct = 0
-        for idx in index_batches(labels.shape[0], EVAL_BATCH_SIZE, device):
-            result = evaluate_split(
-                model, transform(images[idx]), labels[idx], normalize, EVAL_BATCH_SIZE
-            )
+        for idx in index_batches(labels.shape[0], EVAL_BATCH_SIZE, trained.device):
+            result = trained.evaluate(transform(images[idx]), labels[idx], EVAL_BATCH_SIZE)
             correct += int((result.predictions == labels[idx].cpu()).sum())
         return correct / max(labels.shape[0], 1)
 

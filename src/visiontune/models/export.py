@@ -23,9 +23,9 @@ import torch
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.paths import write_json
 from visiontune.data.prepared import load_split
-from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
+from visiontune.models.scoring import load_trained
 
 FLOAT_TOLERANCE = 1e-4  # max |p_onnx - p_torch| accepted for the float export
 CALIBRATION_IMAGES = 300  # train images that calibrate the int8 activation ranges
@@ -52,12 +52,10 @@ def export_model(
     """
     if out_path.suffix != ".onnx":
         raise VisiontuneError(f"the ONNX file's name must end in .onnx, got {out_path}")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    threads = torch.get_num_threads()
-    model, meta = load_checkpoint(model_path, torch.device("cpu"))
+    trained = load_trained(model_path, "cpu", threads)
+    threads, meta = torch.get_num_threads(), trained.meta
     images, labels = _split_for(prepared_dir, "test", meta)
-    reference = with_normalisation(model, meta)
+    reference = with_normalisation(trained)
 
     @torch.inference_mode()
     def run_torch(x: np.ndarray) -> np.ndarray:

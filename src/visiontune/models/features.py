@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from visiontune.data.batches import Normalizer
+from visiontune.models.scoring import TrainedModel
 
 
 def classifier_head(model: nn.Module) -> nn.Module:
@@ -18,19 +18,18 @@ def classifier_head(model: nn.Module) -> nn.Module:
 
 
 @torch.inference_mode()
-def features(
-    model: nn.Module, images: torch.Tensor, normalize: Normalizer, batch_size: int = 512
-) -> torch.Tensor:
-    """The inputs of ``model``'s classifier head for uint8 ``images``: float32 (N, D)."""
+def features(trained: TrainedModel, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """The inputs of the model's classifier head for uint8 ``images``: float32 (N, D)."""
     captured: list[torch.Tensor] = []
 
     def capture(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
         captured.append(args[0].flatten(1).float())
 
+    model = trained.network
     handle = classifier_head(model).register_forward_pre_hook(capture)
     try:
         for start in range(0, len(images), batch_size):
-            model(normalize(images[start : start + batch_size]))
+            model(trained.normalize(images[start : start + batch_size].to(trained.device)))
     finally:
         handle.remove()
     return torch.cat(captured)

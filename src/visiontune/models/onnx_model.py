@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     import onnx
     import torch
 
+    from visiontune.models.scoring import TrainedModel
+
 META_KEY = "visiontune"
 INPUT_NAME = "images"
 OUTPUT_NAME = "logits"
@@ -82,10 +84,13 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
     """
     import torch
 
-    from visiontune.models.checkpoint import file_digest, load_checkpoint
+    from visiontune.models.checkpoint import file_digest
+    from visiontune.models.scoring import load_trained
 
-    model, meta = load_checkpoint(Path(model_path), torch.device("cpu"))
-    wrapped = with_normalisation(model.to(memory_format=torch.contiguous_format), meta)
+    trained = load_trained(Path(model_path))
+    trained.network.to(memory_format=torch.contiguous_format)
+    wrapped = with_normalisation(trained)
+    meta = trained.meta
     size, channels = meta.image_size, meta.channels
     example = torch.zeros((2, channels, size, size), dtype=torch.uint8)
     try:
@@ -110,20 +115,19 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
     _save_atomic(proto, exported, Path(out_path))
 
 
-def with_normalisation(model: torch.nn.Module, meta: ModelMeta) -> torch.nn.Module:
-    """``model`` preceded by its meta's normalisation: uint8 images in, logits out."""
+def with_normalisation(trained: TrainedModel) -> torch.nn.Module:
+    """The trained network preceded by its normalisation, one module: uint8 images in,
+    logits out (on the model's device; the exporter's is the CPU)."""
     import torch
 
     from visiontune.data.batches import Normalizer
 
-    normalize = Normalizer.from_stats(meta.mean, meta.std, torch.device("cpu"))
-
     class RawImageModel(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.model = model
-            self.register_buffer("scale", normalize.scale)
-            self.register_buffer("shift", normalize.shift)
+            self.model = trained.network
+            self.register_buffer("scale", trained.normalize.scale)
+            self.register_buffer("shift", trained.normalize.shift)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return self.model(Normalizer(self.scale, self.shift)(images))

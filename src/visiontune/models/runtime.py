@@ -15,6 +15,11 @@ def configure(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    set_threads(threads)
+
+
+def set_threads(threads: int) -> None:
+    """torch's CPU threads for this process (0 keeps torch's default)."""
     if threads > 0:
         torch.set_num_threads(threads)
 

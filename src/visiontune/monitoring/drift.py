@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from visiontune.config.errors import VisiontuneError
-from visiontune.data.batches import Normalizer
 from visiontune.data.folders import files, image_files
 from visiontune.data.images import (
     Loaded,
@@ -38,15 +37,14 @@ from visiontune.data.input_stats import (
 )
 from visiontune.data.input_stats import shifts as input_shifts
 from visiontune.data.prepared import load_meta, load_split
-from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.features import features
 from visiontune.models.meta import ModelMeta
+from visiontune.models.scoring import load_trained
 from visiontune.monitoring.mmd import MmdResult, mmd_test
 
 MAX_IMAGES = 1000
 PERMUTATIONS = 1000
 ALPHA = 0.05
-CPU = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -174,7 +172,8 @@ def check_drift(
         raise VisiontuneError(
             f"{model_path}: the drift check needs a .pt checkpoint (its feature layer)"
         )
-    model, meta = load_checkpoint(Path(model_path), CPU)
+    trained = load_trained(Path(model_path))
+    meta = trained.meta
     reference_stats, train = _reference(Path(reference), meta)
     rng = np.random.default_rng(seed)
     batch, loaded = _load_batch(Path(images), meta, max_images, rng, skip_corrupt)
@@ -184,10 +183,9 @@ def check_drift(
     )
     if len(train) > max_images:
         train = train[torch.from_numpy(np.sort(rng.choice(len(train), max_images, replace=False)))]
-    normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
     test = mmd_test(
-        features(model, train, normalize),
-        features(model, batch_images, normalize),
+        features(trained, train),
+        features(trained, batch_images),
         permutations,
         seed,
     )

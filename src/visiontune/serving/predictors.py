@@ -15,11 +15,8 @@ import numpy as np
 import torch
 
 from visiontune.config.errors import VisiontuneError
-from visiontune.data.batches import Normalizer
-from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
-
-CPU = torch.device("cpu")
+from visiontune.models.scoring import load_trained
 
 
 class Predictor(Protocol):
@@ -41,15 +38,11 @@ class TorchPredictor:
     source_md5: str | None = None
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        if threads > 0:
-            torch.set_num_threads(threads)  # process-wide, as for the train stage
-        self._model, self.meta = load_checkpoint(path, CPU)
-        self._normalize = Normalizer.from_stats(self.meta.mean, self.meta.std, CPU)
+        self._trained = load_trained(path, "cpu", threads)  # threads: process-wide
+        self.meta = self._trained.meta
 
-    @torch.inference_mode()
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        logits = self._model(self._normalize(torch.from_numpy(images)))
-        return torch.softmax(logits.float(), dim=1).numpy()
+        return self._trained.probabilities(torch.from_numpy(images)).numpy()
 
 
 def load_predictor(path: Path, threads: int = 0) -> Predictor:

@@ -18,11 +18,12 @@ from tqdm import tqdm
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, TrainParams
 from visiontune.config.paths import write_json
-from visiontune.data.batches import EvalResult, Normalizer, augment, evaluate_split, index_batches
+from visiontune.data.batches import Normalizer, augment, index_batches
 from visiontune.data.prepared import load_meta, load_split
 from visiontune.models.checkpoint import save_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure, resolve_device
+from visiontune.models.scoring import EvalResult, evaluate_split
 
 # The phases of a training step, in order; Trainer.phase wraps each (the profiler labels them).
 PHASES = ("data/augment", "forward", "backward", "optimizer step")

@@ -1,0 +1,86 @@
+"""Scoring a network: a split's loss, accuracy and predictions (:func:`evaluate_split`), and
+a trained model loaded ready to score (:func:`load_trained`), the one way the evaluate and
+robustness stages, drift checks, the server's predictor and the ONNX export get theirs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from visiontune.data.batches import Normalizer, index_batches
+from visiontune.models.checkpoint import load_checkpoint
+from visiontune.models.meta import ModelMeta
+from visiontune.models.runtime import resolve_device, set_threads
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Mean cross-entropy, accuracy and per-image predictions of one pass over a split."""
+
+    loss: float
+    acc: float
+    predictions: torch.Tensor
+
+
+@torch.no_grad()
+def evaluate_split(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    normalize: Normalizer,
+    batch_size: int,
+) -> EvalResult:
+    """Plain (unsmoothed) cross-entropy and accuracy of ``model`` on a whole split."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), device=images.device)
+    predictions = []
+    for idx in index_batches(images.shape[0], batch_size, images.device):
+        logits = model(normalize(images[idx]))
+        loss_sum += F.cross_entropy(logits.float(), labels[idx], reduction="sum")
+        predictions.append(logits.argmax(1))
+    model.train(was_training)
+    preds = torch.cat(predictions)
+    n = max(images.shape[0], 1)
+    return EvalResult(
+        loss=loss_sum.item() / n,
+        acc=(preds == labels).sum().item() / n,
+        predictions=preds.cpu(),
+    )
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained model ready to score: its network (eval mode) on ``device``, its meta, and
+    the normaliser of the split it was trained on. Images in are uint8 (N, C, S, S)."""
+
+    network: nn.Module
+    meta: ModelMeta
+    normalize: Normalizer
+    device: torch.device
+
+    def evaluate(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> EvalResult:
+        """:func:`evaluate_split` of the images and labels, moved to the model's device."""
+        images, labels = images.to(self.device), labels.to(self.device)
+        return evaluate_split(self.network, images, labels, self.normalize, batch_size)
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities, float32 (N, K), on the model's device."""
+        logits = self.network(self.normalize(images.to(self.device)))
+        return torch.softmax(logits.float(), dim=1)
+
+
+def load_trained(path: Path, device: str = "cpu", threads: int = 0) -> TrainedModel:
+    """The checkpoint at ``path`` ready to score on ``device`` (a ``train.device`` value:
+    ``auto`` picks CUDA, then MPS, then the CPU), with torch's CPU threads set to
+    ``threads`` (0 keeps torch's default). VisiontuneError if the file is missing or not a
+    visiontune model, or the device is not there."""
+    set_threads(threads)
+    where = resolve_device(device)
+    network, meta = load_checkpoint(Path(path), where)
+    return TrainedModel(network, meta, Normalizer.from_stats(meta.mean, meta.std, where), where)
