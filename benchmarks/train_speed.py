@@ -24,14 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from visiontune.config.params import load_params
-from visiontune.data.batches import Normalizer, index_batches
+from visiontune.data.batches import BatchSource, Normalizer
 from visiontune.data.download import download
 from visiontune.data.prepared import load_meta, load_split
 from visiontune.data.preprocess import prepare
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure
 from visiontune.models.scoring import evaluate_split
-from visiontune.training.fit import Trainer
+from visiontune.training.trainer import Trainer
 
 CPU = torch.device("cpu")
 
@@ -56,14 +56,16 @@ def main() -> None:
         folder = _write_png_folder(x, y, meta.classes, Path(tmp, "png"))
         normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
         trainer = Trainer(meta.build_model(load_pretrained=True), params, x.shape[0], CPU)
-        ready = _ready_batches(x, y, normalize, params.train.batch_size, params.train.seed)
+        cfg = params.train
+        source = BatchSource(x, y, normalize, flip=cfg.flip, crop=cfg.crop)
+        ready = _ready_batches(BatchSource(x, y, normalize), cfg.batch_size, cfg.seed)
 
         def stage_epoch() -> None:
-            trainer.epoch(x, y, normalize, "bench")
+            trainer.epoch(source, "bench")
 
         def stage_epoch_with_val() -> None:
-            trainer.epoch(x, y, normalize, "bench")
-            evaluate_split(trainer.model, x_val, y_val, normalize, 2 * params.train.batch_size)
+            trainer.epoch(source, "bench")
+            evaluate_split(trainer.model, x_val, y_val, normalize, 2 * cfg.batch_size)
 
         def bare_epoch() -> None:
             _fit(trainer, ready)
@@ -91,11 +93,12 @@ def main() -> None:
 
 
 def _ready_batches(
-    x: torch.Tensor, y: torch.Tensor, normalize: Normalizer, batch_size: int, seed: int
+    source: BatchSource, batch_size: int, seed: int
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """The stage's batches, already indexed and normalised: what the bare loop consumes."""
+    """One epoch of batches made in advance (gathered, normalised): what the bare loop
+    consumes."""
     generator = torch.Generator().manual_seed(seed)
-    return [(normalize(x[i]), y[i]) for i in index_batches(x.shape[0], batch_size, CPU, generator)]
+    return [(b.inputs, b.labels) for b in source.batches(batch_size, generator)]
 
 
 def _fit(trainer: Trainer, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:

@@ -6,7 +6,7 @@ to its study, whose pruner may stop training early."""
 from visiontune.config.params import Params
 from visiontune.config.paths import MODEL, PREPARED, TRAIN_LIVE, TRAIN_METRICS
 from visiontune.stage import run_stage
-from visiontune.training.fit import train
+from visiontune.training.train_stage import train
 from visiontune.tuning.trial_link import link_from_environment
 
 

@@ -16,7 +16,8 @@ from visiontune.config.params import Params, parse_params
 from visiontune.data.prepared import load_split
 from visiontune.evaluation.evaluate import evaluate, per_class_scores
 from visiontune.models.scoring import load_trained
-from visiontune.training.fit import TrainingDiverged, train
+from visiontune.training.fit import TrainingDiverged
+from visiontune.training.train_stage import train
 
 
 def small(**train: object) -> Params:

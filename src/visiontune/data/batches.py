@@ -1,7 +1,9 @@
-"""Whole-batch tensor work: index batches, augmentation, normalisation.
+"""The batch source: a split's model-ready batches.
 
-Datasets stay in memory as uint8 tensors (N, C, H, W); a batch is an index slice,
-augmented as one tensor, then normalised to float.
+A split stays on the device as uint8 tensors (N, C, H, W); a batch is an index gather from
+it, augmented as one tensor when training (random horizontal flips, padded random crops,
+drawn per image), then normalised to float. :class:`BatchSource` is the one place batches
+are made: the trainer's epochs, the finders' and the profiler's steps, and scoring.
 """
 
 from __future__ import annotations
@@ -30,6 +32,67 @@ class Normalizer:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return torch.addcmul(self.shift, images.float(), self.scale)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Images as the model takes them (float, normalised, on the device), and their labels."""
+
+    inputs: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+class BatchSource:
+    """One split on the device, served as model-ready batches.
+
+    ``flip`` and ``crop`` (``train.flip``, ``train.crop``) augment the batches of a pass
+    shuffled by a generator (training); a pass without one is in order and as stored.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        normalize: Normalizer,
+        *,
+        flip: bool = False,
+        crop: int = 0,
+    ) -> None:
+        self.images, self.labels, self.normalize = images, labels, normalize
+        self.flip, self.crop = flip, crop
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def batch_count(self, batch_size: int) -> int:
+        """Batches in one pass (a dropped single-image batch included)."""
+        return -(-len(self) // batch_size)
+
+    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """One pass over the split. With ``generator`` (training): in a shuffled order,
+        augmented, and without a last batch of a single image from a split of several
+        (batch norm cannot train on one). Without: in order, as stored."""
+        for idx in index_batches(len(self), batch_size, self.images.device, generator):
+            if generator is not None and idx.numel() == 1 and len(self) > 1:
+                continue
+            yield self._batch(idx, generator)
+
+    def full_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
+        """Shuffled, augmented batches of exactly ``batch_size`` (at most the split's size),
+        epoch after epoch: the steps the finders and the profiler measure."""
+        while True:
+            for idx in index_batches(len(self), batch_size, self.images.device, generator):
+                if idx.numel() == batch_size:
+                    yield self._batch(idx, generator)
+
+    def _batch(self, idx: torch.Tensor, generator: torch.Generator | None) -> Batch:
+        images = self.images[idx]
+        if generator is not None and (self.flip or self.crop):
+            images = augment(images, flip=self.flip, crop=self.crop, generator=generator)
+        return Batch(self.normalize(images), self.labels[idx])
 
 
 def index_batches(

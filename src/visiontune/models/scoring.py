@@ -4,6 +4,7 @@ robustness stages, drift checks, the server's predictor and the ONNX export get 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visiontune.data.batches import Normalizer, index_batches
+from visiontune.data.batches import Batch, BatchSource, Normalizer
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import resolve_device, set_threads
@@ -26,7 +27,6 @@ class EvalResult:
     predictions: torch.Tensor
 
 
-@torch.no_grad()
 def evaluate_split(
     model: nn.Module,
     images: torch.Tensor,
@@ -35,20 +35,30 @@ def evaluate_split(
     batch_size: int,
 ) -> EvalResult:
     """Plain (unsmoothed) cross-entropy and accuracy of ``model`` on a whole split."""
+    return evaluate_batches(model, BatchSource(images, labels, normalize).batches(batch_size))
+
+
+@torch.no_grad()
+def evaluate_batches(model: nn.Module, batches: Iterable[Batch]) -> EvalResult:
+    """Plain (unsmoothed) cross-entropy and accuracy of ``model`` on one pass of batches
+    (in the split's order: the predictions are in that order)."""
     was_training = model.training
     model.eval()
-    loss_sum = torch.zeros((), device=images.device)
-    predictions = []
-    for idx in index_batches(images.shape[0], batch_size, images.device):
-        logits = model(normalize(images[idx]))
-        loss_sum += F.cross_entropy(logits.float(), labels[idx], reduction="sum")
+    loss_sum: torch.Tensor | None = None
+    predictions, labels = [], []
+    for batch in batches:
+        if loss_sum is None:
+            loss_sum = torch.zeros((), device=batch.labels.device)
+        logits = model(batch.inputs)
+        loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum")
         predictions.append(logits.argmax(1))
+        labels.append(batch.labels)
     model.train(was_training)
     preds = torch.cat(predictions)
-    n = max(images.shape[0], 1)
+    n = max(preds.shape[0], 1)
     return EvalResult(
         loss=loss_sum.item() / n,
-        acc=(preds == labels).sum().item() / n,
+        acc=(preds == torch.cat(labels)).sum().item() / n,
         predictions=preds.cpu(),
     )
 

@@ -18,7 +18,7 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
-from visiontune.training.fit import Trainer, TrainSplit
+from visiontune.training.trainer import Trainer, TrainSplit
 
 SMOOTHING = 0.98  # EMA factor of the smoothed loss (fastai's and Lightning's default)
 DIVERGED = 4.0  # the LR test stops once the smoothed loss exceeds this multiple of its best
@@ -98,7 +98,7 @@ def batch_size_find(
     if steps < 1:
         raise VisiontuneError(f"steps must be >= 1, got {steps}")
     data = TrainSplit.load(params, prepared_dir)
-    n = data.images.shape[0]
+    n = len(data.source)
     results = []
     for size in sorted(set(candidates)):
         if size > n:
@@ -133,14 +133,14 @@ def _range_test(
     trainer: Trainer, data: TrainSplit, schedule: list[float]
 ) -> tuple[list[float], list[float], list[float]]:
     """Train one batch per lr of ``schedule``; the lrs reached, raw and smoothed losses."""
-    batch_size = min(trainer.cfg.batch_size, data.images.shape[0])
-    batches = data.full_batches(batch_size, trainer.generator)
+    batch_size = min(trainer.cfg.batch_size, len(data.source))
+    batches = data.source.full_batches(batch_size, trainer.generator)
     lrs, raw, smoothed = [], [], []
     average, best = 0.0, math.inf
     for step, lr in enumerate(schedule):
         for group in trainer.optimizer.param_groups:
             group["lr"] = lr
-        loss = _step(trainer, data, next(batches)).item()
+        loss = trainer.step(next(batches))[1].item()
         average = SMOOTHING * average + (1 - SMOOTHING) * loss
         smooth = average / (1 - SMOOTHING ** (step + 1))
         if not math.isfinite(smooth):
@@ -154,11 +154,6 @@ def _range_test(
     if not lrs:
         raise VisiontuneError(f"the train loss is not finite even at lr {schedule[0]:g}")
     return lrs, raw, smoothed
-
-
-def _step(trainer: Trainer, data: TrainSplit, idx: torch.Tensor) -> torch.Tensor:
-    """One train-stage optimizer step on the batch ``idx``; its loss."""
-    return trainer.step(data.images[idx], data.labels[idx], data.normalize)[1]
 
 
 def _steepest(lrs: list[float], losses: list[float]) -> float:
@@ -177,12 +172,12 @@ def _steepest(lrs: list[float], losses: list[float]) -> float:
 def _throughput(params: Params, data: TrainSplit, batch_size: int, steps: int) -> float:
     """Images per second over ``steps`` training steps, after one untimed warm-up step."""
     trainer = _trainer(params, data, batch_size)
-    batches = data.full_batches(batch_size, trainer.generator)
-    _step(trainer, data, next(batches))
+    batches = data.source.full_batches(batch_size, trainer.generator)
+    trainer.step(next(batches))
     _synchronize(data.device)
     start = time.perf_counter()
     for _ in range(steps):
-        _step(trainer, data, next(batches))
+        trainer.step(next(batches))
     _synchronize(data.device)
     return batch_size * steps / (time.perf_counter() - start)
 

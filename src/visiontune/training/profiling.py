@@ -18,7 +18,7 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
-from visiontune.training.fit import PHASES, TrainSplit
+from visiontune.training.trainer import PHASES, TrainSplit
 
 WARMUP = 2  # steps run before recording: lazy initialisation, optimizer state, allocator
 STEP = "ProfilerStep*"  # torch.profiler's label of a whole step, averaged over steps
@@ -73,7 +73,8 @@ def profile_training(
             f"{trainer.total_steps} steps, {WARMUP} of them spent on warm-up), got {steps}"
         )
     trainer.phase = record_function
-    batches = data.full_batches(min(params.train.batch_size, len(data.labels)), trainer.generator)
+    batch_size = min(params.train.batch_size, len(data.source))
+    batches = trainer.made(data.source.full_batches(batch_size, trainer.generator))
     activities = [ProfilerActivity.CPU]
     if data.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
@@ -87,10 +88,7 @@ def profile_training(
     plan = schedule(wait=0, warmup=WARMUP, active=steps, repeat=1)
     with profile(activities=activities, schedule=plan, on_trace_ready=ready) as prof:
         for _ in range(WARMUP + steps):
-            with record_function(PHASES[0]):  # the batch's index slice, before the step
-                idx = next(batches)
-                images, labels = data.images[idx], data.labels[idx]
-            trainer.step(images, labels, data.normalize)
+            trainer.step(next(batches))
             prof.step()
     return _summary(recorded, steps, data.device, trace, top)
 

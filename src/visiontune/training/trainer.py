@@ -1,0 +1,131 @@
+"""One model's optimisation: the optimizer, the lr schedule, the loss, one step on a batch and
+one epoch over the train split's batch source.
+
+``Trainer.phase(name)`` wraps each phase of a step (:data:`PHASES`): a no-op context unless
+the profiler swaps in ``torch.profiler.record_function`` to label them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from visiontune.config.params import Params, TrainParams
+from visiontune.data.batches import Batch, BatchSource, Normalizer
+from visiontune.data.prepared import load_meta, load_split
+from visiontune.models.meta import ModelMeta
+from visiontune.models.runtime import configure, resolve_device
+
+# The phases of a training step, in order; Trainer.phase wraps each (the profiler labels them).
+PHASES = ("data/augment", "forward", "backward", "optimizer step")
+
+
+class Trainer:
+    """Optimizer, schedule and loss for one model, and the generator that shuffles and
+    augments its batches (seeded from ``train.seed``)."""
+
+    phase: Callable[[str], AbstractContextManager] = nullcontext
+
+    def __init__(self, model: torch.nn.Module, params: Params, n_train: int, device: torch.device):
+        self.model = model
+        self.cfg = params.train
+        self.device = device
+        self.generator = torch.Generator().manual_seed(self.cfg.seed)
+        self.optimizer = _optimizer(model, params.model.lr, self.cfg)
+        self.total_steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
+        self.scheduler = _scheduler(
+            self.optimizer, params.model.lr, self.cfg.schedule, self.total_steps
+        )
+
+    def made(self, batches: Iterator[Batch]) -> Iterator[Batch]:
+        """``batches``, each one made (gathered, augmented, normalised) in the data phase."""
+        while True:
+            with self.phase("data/augment"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            yield batch
+
+    def step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer (and schedule) step on a batch; returns (logits, loss)."""
+        phase = self.phase
+        with phase("forward"):
+            logits = self.model(batch.inputs)
+            loss = F.cross_entropy(logits, batch.labels, label_smoothing=self.cfg.label_smoothing)
+        with phase("backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with phase("optimizer step"):
+            self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+        return logits.detach(), loss.detach()
+
+    def epoch(self, source: BatchSource, desc: str) -> tuple[float, float]:
+        """One pass over ``source``'s shuffled, augmented batches; mean loss and accuracy."""
+        self.model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        seen = 0
+        batches = self.made(source.batches(self.cfg.batch_size, self.generator))
+        total = source.batch_count(self.cfg.batch_size)
+        for batch in tqdm(batches, total=total, desc=desc, leave=False, disable=None, unit="batch"):
+            logits, loss = self.step(batch)
+            loss_sum += loss * len(batch)
+            correct += (logits.argmax(1) == batch.labels).sum()
+            seen += len(batch)
+        return loss_sum.item() / seen, correct.item() / seen
+
+
+@dataclass(frozen=True)
+class TrainSplit:
+    """The train split on the device as a batch source (augmented as ``train.*`` says), and
+    the meta of a model trained on it."""
+
+    device: torch.device
+    source: BatchSource
+    meta: ModelMeta
+
+    @classmethod
+    def load(cls, params: Params, prepared_dir: Path) -> TrainSplit:
+        """The train split on ``train.device``, for ``params``'s model."""
+        device = resolve_device(params.train.device)
+        meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
+        images, labels = (t.to(device) for t in load_split(prepared_dir, "train"))
+        normalize = Normalizer.from_stats(meta.mean, meta.std, device)
+        cfg = params.train
+        return cls(
+            device, BatchSource(images, labels, normalize, flip=cfg.flip, crop=cfg.crop), meta
+        )
+
+    def new_trainer(self, params: Params) -> Trainer:
+        """A model for this split, freshly seeded from ``train.seed``, and its Trainer."""
+        configure(params.train.seed, params.train.threads)
+        model = self.meta.build_model(load_pretrained=True).to(self.device)
+        return Trainer(model, params, len(self.source), self.device)
+
+
+def _optimizer(model: torch.nn.Module, lr: float, cfg: TrainParams) -> torch.optim.Optimizer:
+    params = model.parameters()
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def _scheduler(
+    optimizer: torch.optim.Optimizer, lr: float, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+    return None
