@@ -12,13 +12,8 @@ from torch import nn
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import ModelParams
-from visiontune.models.factory import (
-    MODEL_EXAMPLES,
-    ConvBlock,
-    ModelExample,
-    SqueezeExcite,
-    build_model,
-)
+from visiontune.models.cnn import ConvBlock, SqueezeExcite
+from visiontune.models.factory import MODEL_EXAMPLES, ModelExample, build_model
 
 NUM_CLASSES = 5
 
