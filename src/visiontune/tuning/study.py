@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.params import OBJECTIVES, Params, with_overrides
 from visiontune.config.paths import engine_url
+from visiontune.tuning import optuna_internals as internals
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.trial_link import build_pruner, pruner_spec
 
@@ -23,6 +24,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     import sqlalchemy.exc
 
     _quiet_optuna()
+    internals.check()
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     database = engine_url(url)

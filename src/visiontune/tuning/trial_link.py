@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import reason
 from visiontune.config.params import Params
+from visiontune.tuning import optuna_internals as internals
 
 if TYPE_CHECKING:
     import optuna
@@ -136,9 +137,9 @@ def link_from_environment() -> TrialLink | None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         storage = optuna.storages.RDBStorage(url)
-        study_id = storage.get_study_id_from_name(study_name)
-        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(number))
-        frozen = storage.get_trial(trial_id)
+        study_id = internals.study_id(storage, study_name)
+        trial_id = internals.trial_id(storage, study_id, int(number))
+        frozen = internals.frozen_trial(storage, trial_id)
     except KeyError:
         return None  # not a trial of this storage: an experiment like any other
     except (optuna.exceptions.OptunaError, sqlalchemy.exc.SQLAlchemyError, ImportError) as exc:
@@ -151,7 +152,7 @@ def link_from_environment() -> TrialLink | None:
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=build_pruner(spec))
     metric = study.metric_names[0] if study.metric_names else study.user_attrs["metric"]
     print(f"trial {number} of study {study_name}: reporting {metric} each epoch")
-    return TrialLink(optuna.Trial(study, trial_id), metric, spec["name"])
+    return TrialLink(internals.trial_handle(study, trial_id), metric, spec["name"])
 
 
 def _full_budget(params: Params) -> int:

@@ -15,6 +15,7 @@ from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, with_overrides
 from visiontune.experiments.listing import experiment_metrics, is_pruned
 from visiontune.tuning import accounting
+from visiontune.tuning import optuna_internals as internals
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
 from visiontune.tuning.liveness import Liveness
@@ -157,7 +158,7 @@ class Runner:
         stale = self.liveness.stale()
         queue = DvcQueue(self.repo) if stale else None
         for number in stale:
-            trial = optuna.Trial(study, self.liveness.trial_id(number))
+            trial = internals.trial_handle(study, self.liveness.trial_id(number))
             name = self.name(trial)
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 metrics = experiment_metrics(self.repo, name)
