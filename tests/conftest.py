@@ -97,7 +97,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``models/model.pt`` trained for a few epochs on :func:`prepared` (about 1 s)."""
+    """``models/model.pt`` trained with the shipped params for a few epochs on
+    :func:`prepared` (about 1 s)."""
     from visiontune.config.params import parse_params
     from visiontune.models.checkpoint import save_checkpoint
     from visiontune.training.fit import fit

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from visiontune.config.errors import USER_ERROR_EXIT
-from visiontune.config.params import Params, ParamsError, load_params, parse_params
+from visiontune.config.params import Params, ParamsError, load_params, parse_params, to_raw
+from visiontune.experiments.listing import flatten
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,6 +25,33 @@ def test_repository_params_are_valid():
 def test_missing_keys_take_defaults():
     assert parse_params({}) == Params()
     assert parse_params({"model": {"lr": 1}}).model.lr == 1.0
+
+
+def test_the_defaults_are_the_shipped_params_and_params_yaml_lists_every_key():
+    """One source of defaults: a key missing from params.yaml takes the value it ships."""
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    code = dict(flatten(to_raw(Params())))
+    listed = dict(flatten(to_raw(parse_params(shipped))))
+    differ = {key: (code[key], listed[key]) for key in code if code[key] != listed[key]}
+    assert differ == {}, f"code default differs from params.yaml (code, yaml): {differ}"
+    schema = {key for key in code if not key.startswith("tune.space.")}
+    written = {key for key, _ in flatten(shipped) if not key.startswith("tune.space.")}
+    assert sorted(schema - written) == [], "keys params.yaml leaves to the code's defaults"
+
+
+def test_a_key_deleted_from_params_yaml_takes_its_shipped_value(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    deleted = "\n".join(line for line in text.splitlines() if not line.startswith("  lr:"))
+    (tmp_path / "params.yaml").write_text(deleted)
+    result = subprocess.run(
+        [sys.executable, "-m", "visiontune", "params"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    shipped = yaml.safe_load(text)["model"]["lr"]
+    assert yaml.safe_load(result.stdout)["model"]["lr"] == shipped == 0.01
 
 
 @pytest.mark.parametrize(

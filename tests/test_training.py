@@ -21,7 +21,8 @@ from visiontune.training.train_stage import train
 
 
 def small(**train: object) -> Params:
-    """Default params on a small model, overridden by ``train`` (and ``lr``)."""
+    """The shipped params (the code's defaults) on a small model, with ``train`` (and
+    ``lr``) overridden."""
     lr = train.pop("lr", 0.01)
     return parse_params(
         {

@@ -1,7 +1,10 @@
 """The params.yaml schema: typed sections, validated when a stage starts.
 
 Every error names the key as users type it with ``dvc exp run -S`` (for example
-``model.lr must be > 0, got -1``) and is raised as :class:`ParamsError`.
+``model.lr must be > 0, got -1``) and is raised as :class:`ParamsError`. The defaults are
+the values params.yaml ships (tests/test_params.py keeps the two equal), so a key missing
+from params.yaml, a ``Params()`` built in code and a checkpoint from before a key existed
+all mean the shipped configuration.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class DataParams:
     """Which images, at what size, split how (download + preprocess stages)."""
 
     source: str = _spec("digits", doc="built-in dataset name, folder, archive or URL")
-    image_size: int = _spec(16, ge=4, le=1024, doc="images are resized to this square")
+    image_size: int = _spec(8, ge=4, le=1024, doc="images are resized to this square")
     channels: int = _spec(1, choices=(1, 3), doc="1 = grayscale, 3 = RGB")
     val_fraction: float = _spec(0.15, gt=0, lt=1)
     test_fraction: float = _spec(0.15, gt=0, lt=1)
@@ -56,10 +59,10 @@ class ModelParams:
     """The network and its learning rate (train stage)."""
 
     name: str = _spec("cnn", doc="'cnn' or any timm model name")
-    lr: float = _spec(0.003, gt=0, le=10)
+    lr: float = _spec(0.01, gt=0, le=10)
     dropout: float = _spec(0.1, ge=0, lt=1)
     blocks: int = _spec(2, ge=1, le=8, doc="cnn: conv blocks, each halves the resolution")
-    width: int = _spec(32, ge=1, le=1024, doc="cnn: channels of the first block")
+    width: int = _spec(16, ge=1, le=1024, doc="cnn: channels of the first block")
     batchnorm: bool = _spec(True)
     residual: bool = _spec(True, doc="cnn: residual skip in each block")
     squeeze_excite: bool = _spec(False, doc="cnn: squeeze-and-excitation in each block")
@@ -70,7 +73,7 @@ class ModelParams:
 class TrainParams:
     """How the network is optimised (train stage)."""
 
-    epochs: int = _spec(15, ge=1, le=10_000)
+    epochs: int = _spec(12, ge=1, le=10_000)
     batch_size: int = _spec(128, ge=2, le=65_536, doc="at least 2: batchnorm needs two images")
     optimizer: str = _spec("adamw", choices=("sgd", "adam", "adamw"))
     weight_decay: float = _spec(0.0005, ge=0, lt=1)
@@ -79,7 +82,7 @@ class TrainParams:
     label_smoothing: float = _spec(0.0, ge=0, lt=1)
     patience: int = _spec(0, ge=0, doc="stop after this many epochs without val/acc gain; 0 = off")
     flip: bool = _spec(False, doc="random horizontal flips")
-    crop: int = _spec(0, ge=0, le=64, doc="random crops after padding by this many pixels")
+    crop: int = _spec(1, ge=0, le=64, doc="random crops after padding by this many pixels")
     device: str = _spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
     threads: int = _spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
     seed: int = _spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
@@ -136,6 +139,16 @@ class SpaceParam:
     choices: tuple = ()
 
 
+# The search space params.yaml ships (tune.space).
+SPACE = (
+    SpaceParam("model.lr", "float", low=0.001, high=0.1, log=True),
+    SpaceParam("model.width", "categorical", choices=(8, 16, 32)),
+    SpaceParam("model.dropout", "float", low=0.0, high=0.5),
+    SpaceParam("train.weight_decay", "float", low=1.0e-5, high=0.01, log=True),
+    SpaceParam("train.batch_size", "categorical", choices=(32, 64, 128)),
+    SpaceParam("model.name", "categorical", choices=("cnn", "resnet18")),
+)
+
 PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 
 
@@ -144,7 +157,7 @@ class PruningParams:
     """Options of Optuna's pruners, as Optuna names them; each pruner reads its own."""
 
     n_startup_trials: int = _spec(5, ge=0, doc="median, percentile: trials before any prunes")
-    n_warmup_steps: int = _spec(2, ge=0, doc="median, percentile: epochs never pruned")
+    n_warmup_steps: int = _spec(3, ge=0, doc="median, percentile: epochs never pruned")
     interval_steps: int = _spec(1, ge=1, doc="median, percentile: epochs between checks")
     n_min_trials: int = _spec(1, ge=1, doc="median, percentile: trials reporting an epoch")
     percentile: float = _spec(25.0, gt=0, lt=100, doc="percentile: keep trials above it")
@@ -167,7 +180,7 @@ class TuneParams:
     multivariate: bool = _spec(True, doc="TPE models the params jointly")
     trial_timeout: int = _spec(900, ge=1, doc="seconds before a trial is stopped and failed")
     heartbeat: int = _spec(10, ge=1, le=3600, doc="seconds between liveness marks of a trial")
-    space: tuple = _spec((), doc="key: {type: float|int|categorical, low, high, log, choices}")
+    space: tuple = _spec(SPACE, doc="key: {type: float|int|categorical, low, high, log, choices}")
     pruner: str = _spec("median", choices=PRUNERS, doc="stops trials whose metric lags")
     pruning: PruningParams = field(default_factory=PruningParams)
 
