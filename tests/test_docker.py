@@ -318,16 +318,21 @@ def image_command(name: str) -> list[str]:
     return argv
 
 
-def documented_run_commands(name: str) -> list[list[str]]:
-    """The commands after the image name in the header's ``docker run`` examples."""
+def header_comment(name: str) -> str:
     text = DOCKERFILES[name].read_text()
-    comment = "\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))
+    return "\n".join(line[1:] for line in text.splitlines() if line.startswith("#"))
+
+
+def documented_run_commands(name: str) -> list[list[str]]:
+    """Per ``docker run`` example of the header, the command after the image name (empty
+    where the example runs the image's own command)."""
     commands = []
-    for example in re.findall(r"^\s*(docker run (?:[^\n]*\\\n)*[^\n]*)$", comment, re.M):
+    for example in re.findall(
+        r"^\s*(docker run (?:[^\n]*\\\n)*[^\n]*)$", header_comment(name), re.M
+    ):
         words = shlex.split(example.replace("\\\n", " "))
         image = next(i for i, w in enumerate(words) if w.startswith(f"visiontune-{name}"))
-        if words[image + 1 :]:
-            commands.append(words[image + 1 :])
+        commands.append(words[image + 1 :])
     return commands
 
 
@@ -477,8 +482,14 @@ def test_the_image_command_exists(name: str) -> None:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_documented_docker_run_commands_exist(name: str) -> None:
-    for command in documented_run_commands(name):
-        check_command(command)
+    examples = documented_run_commands(name)
+    assert examples, f"{name}: no docker run example in the Dockerfile's header"
+    assert len(examples) == header_comment(name).count("docker run"), "an example not parsed"
+    for command in examples:
+        if command:
+            check_command(command)
+    if name == "train":  # it documents running dvc and visiontune commands in the image
+        assert [command[0] for command in examples if command] == ["dvc", "visiontune"]
 
 
 @pytest.mark.parametrize("name", NAMES)

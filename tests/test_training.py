@@ -105,8 +105,12 @@ def test_early_stopping_keeps_the_best_epoch(prepared, tmp_path):
     ],
 )
 def test_optimizers_and_schedules(prepared, tmp_path, options):
-    summary = run(small(epochs=2, **options), prepared, tmp_path)
-    assert 0 <= summary["val"]["acc"] <= 1
+    """Each optimizer and schedule learns: in 6 epochs on 280 digits the train loss falls
+    and val/acc is well above chance (0.1 for 10 classes; seen here: 0.55 to 0.95)."""
+    summary = run(small(epochs=6, **options), prepared, tmp_path)
+    losses = series(tmp_path, "train/loss")
+    assert losses[-1] < 0.8 * losses[0]
+    assert summary["val"]["acc"] >= 0.3
 
 
 def test_divergence_is_a_clear_error(prepared, tmp_path):
