@@ -1,4 +1,4 @@
-"""build_model: the configurable CNN, the README's timm models, and its one-line errors."""
+"""build_model: the configurable CNN, the manual's timm models, and its one-line errors."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_pretrained_without_network_is_one_line(
     assert "\n" not in message
 
 
-def test_readme_lists_exactly_the_tested_models():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    listed = re.findall(r"^\| `([\w.]+)` \| (\d+) \|", readme, flags=re.MULTILINE)
+def test_the_manual_lists_exactly_the_tested_models():
+    page = Path(__file__).resolve().parents[1] / "docs" / "datasets-and-models.md"
+    listed = re.findall(r"^\| `([\w.]+)` \| (\d+) \|", page.read_text(), flags=re.MULTILINE)
     assert listed == [(e.name, str(e.min_image_size)) for e in MODEL_EXAMPLES]

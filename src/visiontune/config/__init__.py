@@ -1,2 +1,6 @@
-"""params.yaml's schema, the pipeline's paths and the one error type: what every other
-package builds on."""
+"""config: what every other package builds on. params.yaml's schema and validation
+(``params``), what ``data.source`` may name (``sources``), the pipeline's paths and where a
+study lives (``paths``), and the one error type with its one-line reporting (``errors``).
+
+May import: nothing of visiontune's.
+"""

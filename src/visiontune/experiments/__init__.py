@@ -1,1 +1,7 @@
-"""dvc experiments: driving dvc, listing runs, the sweep stage, heatmaps and the report."""
+"""experiments: dvc experiments. Driving dvc and git (``dvc_git``), listing experiments
+and reading their files (``listing``), the sweep stage (``sweep``) and its cell store
+(``sweep_cache``, keyed by ``source_closure``), heatmaps (``heatmap``) of the runs they may
+compare (``comparable_runs``), and ``visiontune report`` (``report``).
+
+May import: the layers below (training, models, data, config); never tuning or evaluation.
+"""

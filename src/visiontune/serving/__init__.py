@@ -1,1 +1,6 @@
-"""The HTTP API that classifies uploaded images."""
+"""serving: the HTTP API that classifies uploaded images. The app (``app``), untrusted
+uploads (``uploads``), its Prometheus metrics (``metrics``) and the models behind one
+interface (``predictors``, a checkpoint or an ONNX export).
+
+May import: models, data, config; never training, tuning or experiments.
+"""

@@ -17,5 +17,8 @@ line sets), ``study`` (storage, study, sampler), ``accounting`` (which trials co
 ``outcome`` (what became of an experiment, retry policy), ``dvc_queue`` (DVC's queue),
 ``trials`` (asking, completing, failing), ``runners`` (temp, queue, in-process),
 ``summary`` (best trial, plots, progress lines), ``run_cache`` (pruned stages out of DVC's
-run-cache), ``trial_link`` (a trial's train stage reporting to its study).
+run-cache), ``trial_link`` (a trial's train stage reporting to its study),
+``optuna_internals`` (the Optuna internals the others need, in one place).
+
+May import: every layer below (experiments, evaluation, training, models, data, config).
 """
