@@ -166,7 +166,7 @@ def test_unreachable_remote_fails_in_bounded_time_with_a_clear_message(
     silent = _SilentServer()
     try:
         gcs.use_in(second, endpoint=f"http://127.0.0.1:{silent.port}")
-        second.env["FSSPEC_GS"] = json.dumps({"requests_timeout": 5})  # as README advises
+        second.env["FSSPEC_GS"] = json.dumps({"requests_timeout": 5})  # as docs/sharing.md advises
         started = time.monotonic()
         hung = second.run(*pull, check=False, timeout=180)
         print(f"silent: failed after {time.monotonic() - started:.0f} s")

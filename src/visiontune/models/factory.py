@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
 
 class ModelExample(NamedTuple):
-    """A model the README lists and the smallest data.image_size (>= 4) it takes."""
+    """A model the manual lists (docs/datasets-and-models.md) and the smallest
+    data.image_size (>= 4) it takes."""
 
     name: str
     min_image_size: int

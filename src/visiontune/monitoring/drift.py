@@ -36,7 +36,7 @@ from visiontune.data.input_stats import (
     moments,
 )
 from visiontune.data.input_stats import shifts as input_shifts
-from visiontune.data.prepared import load_meta, load_split
+from visiontune.data.prepared import META_FILE, load_meta, load_split
 from visiontune.models.features import features
 from visiontune.models.meta import ModelMeta
 from visiontune.models.scoring import load_trained
@@ -213,7 +213,7 @@ def _reference(prepared: Path, meta: ModelMeta) -> tuple[InputStats, torch.Tenso
         )
     if prepared_meta.reference is None:
         raise VisiontuneError(
-            f"{prepared / 'meta.json'} has no reference statistics (written by an older "
+            f"{prepared / META_FILE} has no reference statistics (written by an older "
             "visiontune); run `dvc repro preprocess`"
         )
     images, _ = load_split(prepared, REFERENCE_SPLIT)
