@@ -42,16 +42,8 @@ def test_the_defaults_are_the_shipped_params_and_params_yaml_lists_every_key():
 def test_a_key_deleted_from_params_yaml_takes_its_shipped_value(tmp_path):
     text = (ROOT / "params.yaml").read_text()
     deleted = "\n".join(line for line in text.splitlines() if not line.startswith("  lr:"))
-    (tmp_path / "params.yaml").write_text(deleted)
-    result = subprocess.run(
-        [sys.executable, "-m", "visiontune", "params"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
     shipped = yaml.safe_load(text)["model"]["lr"]
-    assert yaml.safe_load(result.stdout)["model"]["lr"] == shipped == 0.01
+    assert effective_params(tmp_path, deleted)["model"]["lr"] == shipped == 0.01
 
 
 @pytest.mark.parametrize(
@@ -131,12 +123,14 @@ def test_stage_reports_bad_params_in_one_line(tmp_path):
 
 
 def test_cli_prints_effective_params(tmp_path):
-    (tmp_path / "params.yaml").write_text("model:\n  lr: 0.5\n")
+    assert effective_params(tmp_path, "model:\n  lr: 0.5\n")["model"]["lr"] == 0.5
+
+
+def effective_params(folder, text: str) -> dict:
+    """What `visiontune params` prints for a params.yaml of ``text`` in ``folder``."""
+    (folder / "params.yaml").write_text(text)
     result = subprocess.run(
-        [sys.executable, "-m", "visiontune", "params"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+        [sys.executable, "-m", "visiontune", "params"], cwd=folder, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    assert yaml.safe_load(result.stdout)["model"]["lr"] == 0.5
+    return yaml.safe_load(result.stdout)
