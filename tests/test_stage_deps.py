@@ -9,6 +9,8 @@ source (lazy imports inside functions included), not by importing it.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,24 @@ def test_dvc_yaml_and_the_code_name_the_same_outputs() -> None:
     assert {paths.TRAIN_SERIES.format("val/acc")} <= {
         next(iter(entry)) for entry in STAGES["train"]["plots"]
     }
+
+
+# What a stage process must not load before it starts work: a stage imports what it uses.
+NOT_AT_START = {
+    "download": ("torch", "PIL"),  # the built-in datasets import numpy or sklearn when used
+    "train": ("optuna", "PIL", "timm"),  # optuna only when a tuner's trial runs it
+    "evaluate": ("PIL", "dvclive"),
+    "sweep": ("torch", "PIL"),  # a sweep whose cells are all stored never loads torch
+}
+
+
+@pytest.mark.parametrize("stage", sorted(NOT_AT_START))
+def test_a_stage_starts_without_what_it_does_not_use(stage: str) -> None:
+    script = ROOT / STAGES[stage]["cmd"].split()[1]
+    probe = (
+        f"import runpy, sys; runpy.run_path({str(script)!r}, run_name='imported'); "
+        f"print(' '.join(m for m in {NOT_AT_START[stage]!r} if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [], f"stages/{stage}.py imports at start: {result.stdout}"
