@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from visiontune.config.params import load_params
-from visiontune.data.batches import BatchSource, Normalizer
+from visiontune.data.batches import BatchSource, Normalizer, read_split
 from visiontune.data.download import download
-from visiontune.data.prepared import load_meta, load_split
+from visiontune.data.prepared import load_meta
 from visiontune.data.preprocess import prepare
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure
@@ -51,8 +51,8 @@ def main() -> None:
         download(params.data.source, raw)
         prepare(raw, prepared, params.data)
         meta = ModelMeta.trained_on(load_meta(prepared), params)
-        x, y = load_split(prepared, "train")
-        x_val, y_val = load_split(prepared, "val")
+        x, y = read_split(prepared, "train")
+        x_val, y_val = read_split(prepared, "val")
         folder = _write_png_folder(x, y, meta.classes, Path(tmp, "png"))
         normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
         trainer = Trainer(meta.build_model(load_pretrained=True), params, x.shape[0], CPU)

@@ -405,7 +405,7 @@ def test_dockerignore_leaves_out_heavy_cached_and_secret_paths() -> None:
         ".git/HEAD",
         ".venv/bin/python",
         "data/raw/arrays.npz",
-        "data/prepared/train.pt",
+        "data/prepared/train-images.npy",
         ".dvc/cache/files/md5/00/abc",
         ".dvc/tmp/exps/run",
         ".dvc/config.local",  # `dvc remote modify --local` credentials

@@ -14,7 +14,7 @@ from PIL import Image, ImageFilter
 
 from visiontune.cli import main
 from visiontune.config.errors import DRIFT_EXIT, VisiontuneError
-from visiontune.data.prepared import load_split
+from visiontune.data.batches import read_split
 from visiontune.monitoring.drift import check_drift
 from visiontune.monitoring.mmd import mmd_test
 
@@ -31,7 +31,7 @@ def _write_folder(root: Path, images: list[np.ndarray]) -> Path:
 @pytest.fixture(scope="module")
 def held_out(prepared: Path) -> list[np.ndarray]:
     """The 60 test images of the session's prepared digits, as (8, 8) arrays."""
-    return [image[0].numpy() for image in load_split(prepared, "test")[0]]
+    return [image[0].numpy() for image in read_split(prepared, "test")[0]]
 
 
 def _blurred(pixels: np.ndarray) -> np.ndarray:

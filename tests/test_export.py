@@ -17,7 +17,7 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import parse_params
-from visiontune.data.prepared import load_split
+from visiontune.data.batches import read_split
 from visiontune.models import export as export_module
 from visiontune.models.checkpoint import load_checkpoint, save_checkpoint
 from visiontune.models.export import FLOAT_TOLERANCE, export_model, format_table
@@ -45,13 +45,13 @@ def onnx_path(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="module")
 def int8_path(onnx_path: Path, prepared: Path) -> Path:
     path = onnx_path.with_name("model.int8.onnx")
-    train, _ = load_split(prepared, "train")
+    train, _ = read_split(prepared, "train")
     quantize_onnx(onnx_path, path, train.numpy())
     return path
 
 
 def test_float_export_matches_torch_on_the_test_split(onnx_path, trained_model, prepared):
-    images, _ = load_split(prepared, "test")
+    images, _ = read_split(prepared, "test")
     expected = torch_probabilities(trained_model, images)
     got = OnnxModel(onnx_path, threads=1).probabilities(images.numpy())
     assert got.dtype == np.float32 and got.shape == expected.shape
@@ -61,7 +61,7 @@ def test_float_export_matches_torch_on_the_test_split(onnx_path, trained_model, 
 
 @pytest.mark.parametrize("count", [1, 7])
 def test_any_batch_size(onnx_path, int8_path, trained_model, prepared, count):
-    images = load_split(prepared, "test")[0][:count]
+    images = read_split(prepared, "test")[0][:count]
     probs = OnnxModel(onnx_path).probabilities(images.numpy())
     assert probs.shape == (count, 10)
     np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
@@ -84,7 +84,7 @@ def test_metadata_round_trip(onnx_path, trained_model):
 
 
 def test_int8_is_smaller_keeps_accuracy_and_metadata(onnx_path, int8_path, prepared):
-    images, labels = load_split(prepared, "test")
+    images, labels = read_split(prepared, "test")
     float_model, int8_model = OnnxModel(onnx_path), OnnxModel(int8_path)
     assert int8_path.stat().st_size < 0.6 * onnx_path.stat().st_size
     float_acc = (float_model.probabilities(images.numpy()).argmax(1) == labels.numpy()).mean()
@@ -186,11 +186,11 @@ def test_export_model_fails_when_onnx_disagrees_with_torch(
 
 def test_export_model_rejects_data_of_another_shape(trained_model, prepared, tmp_path):
     shutil.copytree(prepared, tmp_path / "prepared")
-    images = torch.zeros((3, 1, 16, 16), dtype=torch.uint8)
-    torch.save(
-        {"images": images, "labels": torch.zeros(3, dtype=torch.int64)},
-        tmp_path / "prepared" / "test.pt",
-    )
+    np.save(tmp_path / "prepared" / "test-images.npy", np.zeros((3, 1, 16, 16), np.uint8))
+    np.save(tmp_path / "prepared" / "test-labels.npy", np.zeros(3, np.int64))
+    meta = json.loads((tmp_path / "prepared" / "meta.json").read_text())
+    meta["image_size"], meta["counts"]["test"] = 16, 3
+    (tmp_path / "prepared" / "meta.json").write_text(json.dumps(meta))
     with pytest.raises(
         VisiontuneError, match=r"shape \(1, 16, 16\) but the model takes \(1, 8, 8\)"
     ):
@@ -273,14 +273,14 @@ def test_cli_exports_quantizes_and_prints_the_table(workspace):
     [
         (["--model", "models/missing.pt"], "error: models/missing.pt not found"),
         (["--model", "truncated.pt"], "error: truncated.pt is not a visiontune model file"),
-        (["--prepared", "nowhere"], "error: nowhere/test.pt not found"),
+        (["--prepared", "nowhere"], "error: nowhere/meta.json not found"),
         (["--out", "models/model.pt"], "error: the ONNX file's name must end in .onnx"),
         pytest.param(
             ["--model", "notes.txt"],
             "error: notes.txt is not a visiontune model file",
         ),
         pytest.param(
-            ["--model", "data/prepared/test.pt"],
+            ["--model", "data/prepared/test-images.npy"],
             "is not a visiontune model file",
         ),
     ],

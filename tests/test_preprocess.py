@@ -1,4 +1,4 @@
-"""image_to_tensor, prepare, load_split and load_meta on real files."""
+"""image_to_tensor, prepare, read_split and load_meta on real files."""
 
 from __future__ import annotations
 
@@ -14,12 +14,16 @@ from PIL import Image
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import DataParams
+from visiontune.data.batches import read_split
 from visiontune.data.download import download
 from visiontune.data.images import image_to_tensor
-from visiontune.data.prepared import SPLITS, load_meta, load_split
+from visiontune.data.prepared import SPLITS, load_meta
 from visiontune.data.preprocess import prepare
 
-OUTPUTS = ("train.pt", "val.pt", "test.pt", "meta.json")
+OUTPUTS = (
+    *[f"{split}-{part}.npy" for split in SPLITS for part in ("images", "labels")],
+    "meta.json",
+)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +44,7 @@ def _folder_raw(tmp_path: Path, make_image_folder, counts: dict[str, int]) -> Pa
 
 
 def _all_labels(prepared: Path) -> dict[str, torch.Tensor]:
-    return {split: load_split(prepared, split)[1] for split in SPLITS}
+    return {split: read_split(prepared, split)[1] for split in SPLITS}
 
 
 def _gray_image(mode: str) -> Image.Image:
@@ -78,17 +82,17 @@ def test_prepare_digits(digits_raw: Path, tmp_path: Path) -> None:
         "ignored": 0,
     }
     for split in SPLITS:
-        images, labels = load_split(tmp_path, split)
+        images, labels = read_split(tmp_path, split)
         assert images.dtype == torch.uint8 and images.shape == (summary[split], 1, 12, 12)
         assert labels.dtype == torch.int64 and set(labels.tolist()) == set(range(10))
-        saved = torch.load(tmp_path / f"{split}.pt", weights_only=True)
-        assert set(saved) == {"images", "labels"}
+        stored = np.load(tmp_path / f"{split}-images.npy", mmap_mode="r")  # plain NumPy files
+        assert stored.dtype == np.uint8 and np.array_equal(stored, images.numpy())
     meta = load_meta(tmp_path)
     assert meta.classes == tuple(str(i) for i in range(10))
     assert (meta.channels, meta.image_size) == (1, 12)
     assert meta.counts == {"train": 1259, "val": 269, "test": 269}
     assert meta.skipped == () and meta.ignored == ()
-    train = load_split(tmp_path, "train")[0].double() / 255
+    train = read_split(tmp_path, "train")[0].double() / 255
     assert meta.mean == (pytest.approx(train.mean().item(), abs=1e-6),)
     assert meta.std == (pytest.approx(train.std(correction=0).item(), abs=1e-6),)
     reference = meta.reference
@@ -120,7 +124,7 @@ def test_max_per_class_and_rgb(digits_raw: Path, tmp_path: Path) -> None:
     }
     labels = torch.cat(list(_all_labels(tmp_path).values()))
     assert torch.bincount(labels).tolist() == [10] * 10
-    assert load_split(tmp_path, "train")[0].shape[1:] == (3, 8, 8)
+    assert read_split(tmp_path, "train")[0].shape[1:] == (3, 8, 8)
     assert len(load_meta(tmp_path).mean) == 3
 
 
@@ -280,15 +284,9 @@ def test_missing_raw_dir(tmp_path: Path) -> None:
 
 def test_missing_or_corrupt_prepared_files(tmp_path: Path) -> None:
     with pytest.raises(VisiontuneError, match="not found; run `dvc repro preprocess`"):
-        load_split(tmp_path, "train")
+        read_split(tmp_path, "train")
     with pytest.raises(VisiontuneError, match="not found; run `dvc repro preprocess`"):
         load_meta(tmp_path)
-    (tmp_path / "train.pt").write_bytes(b"garbage")
     (tmp_path / "meta.json").write_text("{")
-    with pytest.raises(VisiontuneError, match=r"train\.pt is corrupt .*dvc repro preprocess"):
-        load_split(tmp_path, "train")
     with pytest.raises(VisiontuneError, match=r"meta\.json is corrupt .*dvc repro preprocess"):
         load_meta(tmp_path)
-    torch.save({"images": torch.zeros(2, 1, 4, 4)}, tmp_path / "train.pt")
-    with pytest.raises(VisiontuneError, match=r"train\.pt is corrupt"):
-        load_split(tmp_path, "train")

@@ -23,7 +23,7 @@ from helpers.servers import free_port
 
 pytestmark = pytest.mark.slow
 
-OUTPUTS = ("data/prepared/train.pt", "data/prepared/test.pt", "models/model.pt")
+OUTPUTS = ("data/prepared/train-images.npy", "data/prepared/test-labels.npy", "models/model.pt")
 
 
 def md5(path: Path) -> str:

@@ -26,8 +26,8 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from visiontune.config.errors import VisiontuneError
+from visiontune.data.batches import read_split
 from visiontune.data.input_stats import MIN_IMAGES, MOVED
-from visiontune.data.prepared import load_split
 from visiontune.models.scoring import load_trained
 from visiontune.serving.app import model_revision
 from visiontune.serving.predictors import TorchPredictor, load_predictor
@@ -87,7 +87,7 @@ def server(trained_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 @pytest.fixture(scope="module")
 def held_out(prepared: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    return load_split(prepared, "test")
+    return read_split(prepared, "test")
 
 
 @pytest.fixture(scope="module")

@@ -178,7 +178,9 @@ def test_the_store_lives_in_the_dvc_cache_the_config_names(tmp_path):
 
 
 def test_a_sweep_without_prepared_data_says_what_to_run(tmp_path):
-    with pytest.raises(VisiontuneError, match=r"train\.pt not found; run `dvc repro preprocess`"):
+    with pytest.raises(
+        VisiontuneError, match=r"train-images\.npy not found; run `dvc repro preprocess`"
+    ):
         CellStore(tmp_path / "store", tmp_path / "missing")
 
 

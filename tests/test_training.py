@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from visiontune.config.params import Params, parse_params
-from visiontune.data.prepared import load_split
+from visiontune.data.batches import read_split
 from visiontune.evaluation.evaluate import evaluate, per_class_scores
 from visiontune.models.scoring import load_trained
 from visiontune.training.fit import TrainingDiverged
@@ -69,7 +69,7 @@ def test_loss_falls_and_every_output_is_written(prepared, tmp_path, capsys):
 def test_checkpoint_reloads_to_the_same_val_accuracy(prepared, tmp_path):
     summary = run(small(), prepared, tmp_path)
     trained = load_trained(tmp_path / "model.pt")
-    images, labels = load_split(prepared, "val")
+    images, labels = read_split(prepared, "val")
     assert trained.evaluate(images, labels, 64).acc == summary["val"]["acc"]
 
 
@@ -136,7 +136,7 @@ def test_evaluate_writes_test_metrics_and_plots(prepared, tmp_path):
     )
     assert json.loads((tmp_path / "eval.json").read_text()) == metrics
     assert set(metrics["test"]) == {"acc", "loss", "macro_f1"}
-    _, labels = load_split(prepared, "test")
+    _, labels = read_split(prepared, "test")
     confusion = json.loads((tmp_path / "plots" / "confusion.json").read_text())
     assert len(confusion) == len(labels)
     hits = sum(row["actual"] == row["predicted"] for row in confusion)

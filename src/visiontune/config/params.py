@@ -52,6 +52,7 @@ class DataParams:
     max_per_class: int = _spec(0, ge=0, doc="keep at most this many images per class; 0 = all")
     skip_corrupt: bool = _spec(False, doc="skip unreadable images instead of failing")
     seed: int = _spec(0, ge=0, doc="drives the subset and the split")
+    workers: int = _spec(0, ge=0, doc="processes decoding images; 0 = every core")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,12 @@ class TrainParams:
     device: str = _spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
     threads: int = _spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
     seed: int = _spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
+    resident_mb: int = _spec(
+        0,
+        ge=0,
+        doc="a split up to this many MB moves to the device whole, a larger one "
+        "streams from disk; 0 = auto (half the free CUDA memory, or 1024 on the CPU)",
+    )
 
 
 # Sections whose keys a sweep cell or a tuning trial may change.

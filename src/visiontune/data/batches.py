@@ -1,18 +1,29 @@
 """The batch source: a split's model-ready batches.
 
-A split stays on the device as uint8 tensors (N, C, H, W); a batch is an index gather from
-it, augmented as one tensor when training (random horizontal flips, padded random crops,
-drawn per image), then normalised to float. :class:`BatchSource` is the one place batches
-are made: the trainer's epochs, the finders' and the profiler's steps, and scoring.
+A split that fits the device budget (:func:`resident_budget`) moves to the device once, as
+uint8 tensors (N, C, H, W), and a batch is an index gather from it; a larger split stays
+in its file and each batch is gathered from it memory-mapped (pinned and copied
+asynchronously on CUDA), the next batch gathered in a thread while the current one
+trains. Either way a batch is then augmented as one tensor when training (random
+horizontal flips, padded random crops, drawn per image) and normalised to float: the
+batches are the same, batch for batch. :class:`BatchSource` is the one place batches are
+made: the trainer's epochs, the finders' and the profiler's steps, and scoring.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from visiontune.data.prepared import StoredSplit, open_split
+
+AUTO_CPU_BUDGET_MB = 1024  # train.resident_mb 0 on the CPU: larger splits stream
+AUTO_CUDA_SHARE = 0.5  # train.resident_mb 0 on CUDA: this share of the free device memory
 
 
 @dataclass(frozen=True)
@@ -54,7 +65,7 @@ class BatchSource:
 
     def __init__(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | StoredSplit,
         labels: torch.Tensor,
         normalize: Normalizer,
         *,
@@ -63,6 +74,32 @@ class BatchSource:
     ) -> None:
         self.images, self.labels, self.normalize = images, labels, normalize
         self.flip, self.crop = flip, crop
+
+    @classmethod
+    def of_split(
+        cls,
+        prepared_dir: Path,
+        split: str,
+        normalize: Normalizer,
+        device: torch.device,
+        resident_mb: int = 0,
+        *,
+        flip: bool = False,
+        crop: int = 0,
+    ) -> BatchSource:
+        """A prepared split's batches on ``device``: moved there whole when it fits
+        :func:`resident_budget`, else streamed from its file."""
+        stored = open_split(prepared_dir, split)
+        labels = torch.from_numpy(stored.labels).to(device)
+        images: torch.Tensor | StoredSplit = stored
+        if stored.nbytes <= resident_budget(device, resident_mb):
+            images = torch.from_numpy(stored.read()).to(device)
+        return cls(images, labels, normalize, flip=flip, crop=crop)
+
+    @property
+    def streamed(self) -> bool:
+        """Whether batches are gathered from the split's file (it did not fit the budget)."""
+        return isinstance(self.images, StoredSplit)
 
     def __len__(self) -> int:
         return self.labels.shape[0]
@@ -75,24 +112,69 @@ class BatchSource:
         """One pass over the split. With ``generator`` (training): in a shuffled order,
         augmented, and without a last batch of a single image from a split of several
         (batch norm cannot train on one). Without: in order, as stored."""
-        for idx in index_batches(len(self), batch_size, self.images.device, generator):
-            if generator is not None and idx.numel() == 1 and len(self) > 1:
-                continue
-            yield self._batch(idx, generator)
+        indices = index_batches(len(self), batch_size, self.labels.device, generator)
+        if generator is not None and len(self) > 1:
+            indices = (idx for idx in indices if idx.numel() > 1)
+        for idx, images in self._gathered(indices):
+            yield self._batch(idx, images, generator)
 
     def full_batches(self, batch_size: int, generator: torch.Generator) -> Iterator[Batch]:
         """Shuffled, augmented batches of exactly ``batch_size`` (at most the split's size),
         epoch after epoch: the steps the finders and the profiler measure."""
         while True:
-            for idx in index_batches(len(self), batch_size, self.images.device, generator):
-                if idx.numel() == batch_size:
-                    yield self._batch(idx, generator)
+            indices = index_batches(len(self), batch_size, self.labels.device, generator)
+            full = (idx for idx in indices if idx.numel() == batch_size)
+            for idx, images in self._gathered(full):
+                yield self._batch(idx, images, generator)
 
-    def _batch(self, idx: torch.Tensor, generator: torch.Generator | None) -> Batch:
-        images = self.images[idx]
+    def _gathered(
+        self, indices: Iterator[torch.Tensor]
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(index, uint8 images on the device) for each index; a streamed split's next
+        batch is gathered in a thread while the caller works on the current one."""
+        if isinstance(self.images, torch.Tensor):
+            for idx in indices:
+                yield idx, self.images[idx]
+            return
+        device = self.labels.device
+        with ThreadPoolExecutor(1) as reader:
+            ahead = None
+            for idx in indices:
+                gathering = reader.submit(self._read, idx)
+                if ahead is not None:
+                    yield ahead[0], ahead[1].result().to(device, non_blocking=True)
+                ahead = (idx, gathering)
+            if ahead is not None:
+                yield ahead[0], ahead[1].result().to(device, non_blocking=True)
+
+    def _read(self, idx: torch.Tensor) -> torch.Tensor:
+        """A streamed split's images at ``idx``, in host memory (pinned for CUDA)."""
+        images = torch.from_numpy(self.images.gather(idx.cpu().numpy()))
+        return images.pin_memory() if self.labels.device.type == "cuda" else images
+
+    def _batch(
+        self, idx: torch.Tensor, images: torch.Tensor, generator: torch.Generator | None
+    ) -> Batch:
         if generator is not None and (self.flip or self.crop):
             images = augment(images, flip=self.flip, crop=self.crop, generator=generator)
         return Batch(self.normalize(images), self.labels[idx])
+
+
+def read_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole prepared split in host memory: uint8 images (N, C, S, S), int64 labels."""
+    stored = open_split(prepared_dir, split)
+    return torch.from_numpy(stored.read()), torch.from_numpy(stored.labels)
+
+
+def resident_budget(device: torch.device, resident_mb: int = 0) -> int:
+    """The largest split in bytes that moves to ``device`` whole (``train.resident_mb``;
+    0 = :data:`AUTO_CUDA_SHARE` of the free CUDA memory, or :data:`AUTO_CPU_BUDGET_MB`)."""
+    if resident_mb:
+        return resident_mb << 20
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free * AUTO_CUDA_SHARE)
+    return AUTO_CPU_BUDGET_MB << 20
 
 
 def index_batches(

@@ -1,28 +1,35 @@
 """The prepared dataset (``data/prepared``), written and read by this module alone.
 
-A split is ``<split>.pt``, ``{"images": uint8 (N, C, S, S), "labels": int64 (N,)}``;
-``meta.json`` is a :class:`PreparedMeta`. The preprocess stage writes them with
-:func:`write_split` and :func:`write_meta`; every stage and command reads them with
-:func:`load_split` and :func:`load_meta`, and :func:`stored_files` names the files that
-hold some splits (what a content hash of them covers). torch is imported only to store or
-load a split: the sweep's cell keys read the file names alone.
+A split is two NumPy files: ``<split>-images.npy``, uint8 (N, C, S, S), and
+``<split>-labels.npy``, int64 (N,); ``meta.json`` is a :class:`PreparedMeta` that gives
+each split's N. The preprocess stage writes a whole dataset with :func:`writing`: images
+are appended chunk by chunk (memory does not grow with the dataset) into a folder beside
+the target that is renamed into place only when every file is whole, so a killed
+preprocess leaves nothing a stage would take for complete. Every stage and command reads
+a split through :func:`open_split` (checked against meta.json: a mismatch is a one-line
+error naming the file), which reads it whole or gathers images by index from the file
+memory-mapped; :func:`stored_files` names the files that hold some splits (what a content
+hash of them covers). numpy only: torch is the callers' business.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import pickle
+import shutil
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+import numpy as np
 
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.paths import write_json
 
 if TYPE_CHECKING:
-    import torch
-
     from visiontune.data.input_stats import InputStats
 
 SPLITS = ("train", "val", "test")
@@ -73,43 +80,6 @@ def _frozen(value: Any) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-def write_split(prepared_dir: Path, split: str, images: torch.Tensor, labels: torch.Tensor) -> None:
-    """Store one split: uint8 images (N, C, S, S) and int64 labels (N,)."""
-    import torch
-
-    Path(prepared_dir).mkdir(parents=True, exist_ok=True)
-    torch.save({"images": images, "labels": labels}, _split_path(prepared_dir, split))
-
-
-def write_meta(prepared_dir: Path, meta: PreparedMeta) -> None:
-    """Store the prepared dataset's meta.json."""
-    write_json(Path(prepared_dir) / META_FILE, dataclasses.asdict(meta))
-
-
-def load_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """The (images uint8 (N,C,S,S), labels int64 (N,)) of one prepared split."""
-    import torch
-
-    path = _split_path(prepared_dir, split)
-    _require(path)
-    try:
-        saved = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError):
-        raise _corrupt(path, "not a file written by torch.save") from None
-    images = saved.get("images") if isinstance(saved, dict) else None
-    labels = saved.get("labels") if isinstance(saved, dict) else None
-    if not (
-        isinstance(images, torch.Tensor)
-        and isinstance(labels, torch.Tensor)
-        and images.dtype == torch.uint8
-        and images.ndim == 4
-        and labels.dtype == torch.int64
-        and labels.shape == images.shape[:1]
-    ):
-        raise _corrupt(path, "not a dict of uint8 images and int64 labels")
-    return images, labels
-
-
 def load_meta(prepared_dir: Path) -> PreparedMeta:
     """The prepared dataset's meta.json."""
     path = Path(prepared_dir) / META_FILE
@@ -121,19 +91,163 @@ def load_meta(prepared_dir: Path) -> PreparedMeta:
     return PreparedMeta.from_dict(data, path)
 
 
+def split_files(prepared_dir: Path, split: str) -> tuple[Path, Path]:
+    """The (images, labels) files of one split."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    return Path(prepared_dir) / f"{split}-images.npy", Path(prepared_dir) / f"{split}-labels.npy"
+
+
+class SplitWriter:
+    """One split's images appended chunk by chunk, then its labels; see :func:`writing`."""
+
+    def __init__(self, folder: Path, split: str, capacity: int, shape: tuple[int, ...]) -> None:
+        self.images_path, self.labels_path = split_files(folder, split)
+        self.shape, self.count = tuple(shape), 0
+        self._header = len(_npy_header((capacity, *self.shape)))
+        self._file: BinaryIO = self.images_path.open("wb")
+        self._file.seek(self._header)
+
+    def append(self, pixels: np.ndarray) -> None:
+        """Append uint8 images (n, C, S, S)."""
+        if pixels.dtype != np.uint8 or pixels.shape[1:] != self.shape:
+            raise ValueError(f"expected uint8 images of shape {self.shape}, got {pixels.shape}")
+        self._file.write(np.ascontiguousarray(pixels).data)
+        self.count += len(pixels)
+
+    def finish(self, labels: np.ndarray) -> None:
+        """Write the header for the images appended and the ``labels`` (one per image)."""
+        if len(labels) != self.count:
+            raise ValueError(f"{len(labels)} labels for {self.count} images")
+        self._file.seek(0)
+        self._file.write(_npy_header((self.count, *self.shape), self._header))
+        self._file.close()
+        np.save(self.labels_path, np.asarray(labels, dtype=np.int64))
+
+
+class PreparedWriter:
+    """A prepared dataset being written into ``folder`` (beside its target)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def split(self, split: str, capacity: int, shape: tuple[int, ...]) -> SplitWriter:
+        """A writer for ``split``: at most ``capacity`` images of ``shape`` (C, S, S)."""
+        return SplitWriter(self.folder, split, capacity, shape)
+
+    def meta(self, meta: PreparedMeta) -> None:
+        """Store the dataset's meta.json."""
+        write_json(self.folder / META_FILE, dataclasses.asdict(meta))
+
+
+@contextmanager
+def writing(prepared_dir: Path) -> Iterator[PreparedWriter]:
+    """Write a prepared dataset into a folder beside ``prepared_dir``, which replaces
+    ``prepared_dir`` only when the block ends without an error; on an error it is deleted."""
+    target = Path(prepared_dir)
+    partial = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)  # left by a killed run
+    partial.mkdir(parents=True)
+    try:
+        yield PreparedWriter(partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class StoredSplit:
+    """One prepared split on disk, checked against meta.json: its labels in memory, its
+    images read whole (:meth:`read`) or gathered by index (:meth:`gather`)."""
+
+    path: Path
+    offset: int
+    shape: tuple[int, int, int, int]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        """The images' size in bytes."""
+        return int(np.prod(self.shape))
+
+    def read(self) -> np.ndarray:
+        """All images, read into memory: uint8 (N, C, S, S)."""
+        with self.path.open("rb") as file:
+            file.seek(self.offset)
+            pixels = np.fromfile(file, dtype=np.uint8, count=self.nbytes)
+        return pixels.reshape(self.shape)
+
+    def gather(self, index: np.ndarray) -> np.ndarray:
+        """The images at ``index``, in that order, from the file memory-mapped: only their
+        pages are read, and the mapping is dropped afterwards, so memory stays flat."""
+        mapped = np.memmap(self.path, np.uint8, "r", self.offset, self.shape)
+        return mapped[index]
+
+
+def open_split(prepared_dir: Path, split: str, meta: PreparedMeta | None = None) -> StoredSplit:
+    """One prepared split, checked against ``meta`` (read when not given): the image file's
+    dtype, shape and size, the labels' dtype, count and range."""
+    meta = meta or load_meta(prepared_dir)
+    images_path, labels_path = split_files(prepared_dir, split)
+    _require(images_path)
+    _require(labels_path)
+    expected = (meta.counts.get(split, -1), meta.channels, meta.image_size, meta.image_size)
+    try:
+        with images_path.open("rb") as file:
+            shape, fortran, dtype = _read_header(file)
+            offset = file.tell()
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise _corrupt(images_path, f"not a NumPy file: {reason(exc)}") from None
+    if dtype != np.uint8 or fortran or tuple(shape) != expected:
+        found = f"{dtype} {tuple(shape)}"
+        raise _corrupt(images_path, f"holds {found}, meta.json says uint8 {expected}")
+    size = images_path.stat().st_size
+    if size != offset + int(np.prod(shape)):
+        raise _corrupt(images_path, f"{size} bytes, {offset + int(np.prod(shape))} expected")
+    try:
+        labels = np.load(labels_path)
+    except (OSError, ValueError, EOFError) as exc:
+        raise _corrupt(labels_path, f"not a NumPy file: {reason(exc)}") from None
+    if labels.dtype != np.int64 or labels.shape != expected[:1]:
+        found = f"{labels.dtype} {labels.shape}"
+        raise _corrupt(labels_path, f"holds {found}, meta.json says int64 {expected[:1]}")
+    if len(labels) and not 0 <= labels.min() <= labels.max() < len(meta.classes):
+        raise _corrupt(labels_path, f"labels outside 0..{len(meta.classes) - 1}")
+    return StoredSplit(images_path, offset, expected, labels)
+
+
 def stored_files(prepared_dir: Path, splits: tuple[str, ...]) -> list[Path]:
     """The files that hold ``splits`` and the meta, each checked to exist."""
-    paths = [_split_path(prepared_dir, split) for split in splits]
+    paths = [path for split in splits for path in split_files(prepared_dir, split)]
     paths.append(Path(prepared_dir) / META_FILE)
     for path in paths:
         _require(path)
     return paths
 
 
-def _split_path(prepared_dir: Path, split: str) -> Path:
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-    return Path(prepared_dir) / f"{split}.pt"
+def _npy_header(shape: tuple[int, ...], length: int | None = None) -> bytes:
+    """A NumPy format 1.0 header for uint8 C-order ``shape``, padded with spaces to
+    ``length`` bytes (default: the usual 64-byte alignment)."""
+    text = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)}, }}"
+    size = length or -(-(len(text) + 11) // 64) * 64
+    padding = size - 10 - len(text) - 1
+    if padding < 0:
+        raise ValueError(f"a header for {shape} does not fit in {length} bytes")
+    return (
+        b"\x93NUMPY\x01\x00" + struct.pack("<H", size - 10) + (text + " " * padding + "\n").encode()
+    )
+
+
+def _read_header(file: BinaryIO) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """(shape, fortran order, dtype) from a NumPy file's header; ValueError if not one."""
+    version = np.lib.format.read_magic(file)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(file)
+    return np.lib.format.read_array_header_2_0(file)
 
 
 def _require(path: Path) -> None:

@@ -1,80 +1,95 @@
 """The preprocess stage: raw images -> fixed-size uint8 images split into train/val/test.
 
-``prepare`` decodes every image of ``data/raw`` as the model takes it
-(:mod:`visiontune.data.images`), takes a seeded subset per class, deals each class into
-stratified splits, and stores them with their meta (classes, channels, image_size, train
+``prepare`` takes a seeded subset of each class's images in a seeded order, deals each
+class into stratified splits, and decodes them as the model takes them
+(:mod:`visiontune.data.decoding`) in chunks, on ``data.workers`` processes, writing each
+chunk as it comes (memory does not grow with the dataset) into the prepared format
+(:mod:`visiontune.data.prepared`) with its meta: classes, channels, image_size, train
 mean/std per channel on a 0..1 scale, split counts, skipped unreadable images, non-image
-files the download stage ignored, and the train split's :class:`InputStats`: the reference
-that drift checks compare against) in the prepared format (:mod:`visiontune.data.prepared`).
+files the download stage ignored, and the train split's :class:`InputStats` (the reference
+that drift checks compare against). The result does not depend on the number of processes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import DataParams
+from visiontune.data.decoding import DecodedChunk, decode_chunk, unreadable_error
 from visiontune.data.folders import files
-from visiontune.data.images import (
-    Loaded,
-    Loader,
-    convert,
-    decompression_bombs_refused,
-    load_all,
-    load_file,
-    unreadable_error,
-)
-from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats, moments
-from visiontune.data.prepared import SPLITS, PreparedMeta, write_meta, write_split
+from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats
+from visiontune.data.prepared import SPLITS, PreparedMeta, writing
+
+CHUNK_PIXELS = 1 << 22  # pixels decoded per chunk (16 to 1,024 images)
+PARALLEL_FROM = 2048  # images: fewer are decoded in the stage's own process
+Dealt = dict[str, tuple[list, list[int]]]  # split -> (image references, labels)
+Items = Callable[[list], list]  # image references -> decode_chunk's items
 
 
 def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
-    """Decode, resize and split the raw dataset; write tensors and meta.json; return counts.
+    """Decode, resize and split the raw dataset; write the splits and meta.json; return
+    counts.
 
-    Every unreadable image is reported in one error, unless ``data.skip_corrupt``. The
-    files the download stage ignored (not images) are counted apart from the skipped ones.
+    Every unreadable image is reported in one error, unless ``data.skip_corrupt``: then it
+    is left out of the split it was dealt to. The files the download stage ignored (not
+    images) are counted apart from the skipped ones.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     source = _read_source(raw_dir)
     classes = source["classes"]
     ignored = source.get("ignored", [])
-    members, load = _open_raw(raw_dir, source, data)
-    with decompression_bombs_refused():
-        loaded, unreadable = _load_classes(members, load, data)
-    if unreadable and not data.skip_corrupt:
-        raise unreadable_error(unreadable, "set data.skip_corrupt=true to skip unreadable images")
-    dealt = _split_classes(classes, loaded, data)
+    members, items = _open_raw(raw_dir, source)
+    dealt = _deal(classes, _shuffled_subsets(members, data), data)
     shape = (data.channels, data.image_size, data.image_size)
-    splits = {split: _stack(*dealt[split], shape) for split in SPLITS}
-    for split, (images, labels) in splits.items():
-        write_split(out_dir, split, images, labels)
-    mean, std = _channel_stats(splits["train"][0])
-    described = dealt[REFERENCE_SPLIT][0]
-    reference = InputStats.of(
-        moments(splits[REFERENCE_SPLIT][0]),
-        [image.size for image in described],
-        [image.mode for image in described],
-    )
-    counts = {split: len(labels) for split, (_, labels) in splits.items()}
-    skipped = sorted(ref for ref, _ in unreadable)
-    meta = PreparedMeta(
-        classes=tuple(classes),
-        channels=data.channels,
-        image_size=data.image_size,
-        mean=tuple(mean),
-        std=tuple(std),
-        counts=counts,
-        skipped=tuple(skipped),
-        ignored=tuple(ignored),
-        reference=reference,
-    )
-    write_meta(out_dir, meta)
+    unreadable: list[tuple[str, str]] = []
+    reference = _SplitStats(data.channels)
+    files_to_decode = 0 if source["format"] == "arrays" else sum(len(r) for r, _ in dealt.values())
+    with writing(out_dir) as out, _Decoder(items, data, files_to_decode) as decoder:
+        for split in SPLITS:
+            refs, labels = dealt[split]
+            writer = out.split(split, len(refs), shape)
+            kept: list[int] = []
+            stats = reference if split == REFERENCE_SPLIT else None
+            for start, chunk in decoder.chunks(refs):
+                writer.append(chunk.pixels)
+                bad = {position for position, _ in chunk.unreadable}
+                chunk_labels = labels[start : start + len(chunk.pixels) + len(bad)]
+                kept.extend(label for i, label in enumerate(chunk_labels) if i not in bad)
+                unreadable.extend((str(refs[start + i]), why) for i, why in chunk.unreadable)
+                if stats is not None:
+                    stats.add(chunk)
+            writer.finish(np.array(kept, dtype=np.int64))
+            dealt[split] = (refs, kept)
+        if unreadable and not data.skip_corrupt:
+            hint = "set data.skip_corrupt=true to skip unreadable images"
+            raise unreadable_error(sorted(unreadable), hint)
+        _check_trainable(classes, dealt, data)
+        counts = {split: len(dealt[split][1]) for split in SPLITS}
+        skipped = sorted(ref for ref, _ in unreadable)
+        mean, std = reference.channel_stats()
+        out.meta(
+            PreparedMeta(
+                classes=tuple(classes),
+                channels=data.channels,
+                image_size=data.image_size,
+                mean=tuple(mean),
+                std=tuple(std),
+                counts=counts,
+                skipped=tuple(skipped),
+                ignored=tuple(ignored),
+                reference=reference.stats(),
+            )
+        )
     return {**counts, "classes": len(classes), "skipped": len(skipped), "ignored": len(ignored)}
 
 
@@ -90,19 +105,19 @@ def _read_source(raw_dir: Path) -> dict:
         raise VisiontuneError(f"{path} is corrupt ({exc}); run `dvc repro download`") from None
 
 
-def _open_raw(raw_dir: Path, source: dict, data: DataParams) -> tuple[list[list], Loader]:
-    """Per class, references to its images; and the function that loads one reference."""
+def _open_raw(raw_dir: Path, source: dict) -> tuple[list[list], Items]:
+    """Per class, references to its images (array indices or file paths relative to
+    ``raw_dir``); and what turns references into :func:`decode_chunk`'s items."""
     classes = source["classes"]
-    shape = {"channels": data.channels, "size": data.image_size}
     if source["format"] == "arrays":
         images, labels = _read_arrays(raw_dir / "arrays.npz")
         members = [np.flatnonzero(labels == label).tolist() for label in range(len(classes))]
-        return members, lambda index: convert(Image.fromarray(images[index]), **shape)
+        return members, lambda refs: [images[index] for index in refs]
     members = [
         [path.relative_to(raw_dir).as_posix() for path in files(raw_dir / "images" / name)]
         for name in classes
     ]
-    return members, lambda relative: load_file(raw_dir / str(relative), **shape)
+    return members, lambda refs: [str(raw_dir / relative) for relative in refs]
 
 
 def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -120,62 +135,121 @@ def _subset(refs: list, limit: int, rng: np.random.Generator) -> list:
     return [refs[i] for i in np.sort(rng.choice(len(refs), limit, replace=False))]
 
 
-def _load_classes(
-    members: list[list], load: Loader, data: DataParams
-) -> tuple[list[list[Loaded]], list[tuple[str, str]]]:
-    """Per class, its (subset of) images in a seeded random order; and the unreadable ones."""
+def _shuffled_subsets(members: list[list], data: DataParams) -> list[list]:
+    """Per class, its (subset of) references in a seeded random order."""
     rng = np.random.default_rng(data.seed)
-    loaded, unreadable = [], []
+    chosen = []
     for refs in members:
-        images = load_all(_subset(refs, data.max_per_class, rng), load, unreadable)
-        loaded.append([images[i] for i in rng.permutation(len(images))])
-    return loaded, unreadable
+        subset = _subset(refs, data.max_per_class, rng)
+        chosen.append([subset[i] for i in rng.permutation(len(subset))])
+    return chosen
 
 
-def _split_classes(
-    classes: list[str], loaded: list[list[Loaded]], data: DataParams
-) -> dict[str, tuple[list[Loaded], list[int]]]:
-    """Deal each class's shuffled images into stratified train/val/test splits."""
-    parts: dict[str, tuple[list[Loaded], list[int]]] = {s: ([], []) for s in SPLITS}
-    for label, (name, members) in enumerate(zip(classes, loaded, strict=True)):
+def _deal(classes: list[str], chosen: list[list], data: DataParams) -> Dealt:
+    """Deal each class's shuffled references into stratified train/val/test splits."""
+    parts: Dealt = {split: ([], []) for split in SPLITS}
+    for label, (name, refs) in enumerate(zip(classes, chosen, strict=True)):
         start = 0
-        for split, count in zip(SPLITS, _split_sizes(len(members), data, name), strict=True):
-            images, labels = parts[split]
-            images.extend(members[start : start + count])
+        for split, count in zip(SPLITS, _split_sizes(len(refs), data, name), strict=True):
+            split_refs, labels = parts[split]
+            split_refs.extend(refs[start : start + count])
             labels.extend([label] * count)
             start += count
     return parts
 
 
-def _split_sizes(count: int, data: DataParams, name: str) -> tuple[int, int, int]:
-    """(train, val, test) sizes of a class of ``count`` images; at least one to train on."""
+def _check_trainable(classes: list[str], dealt: Dealt, data: DataParams) -> None:
+    """Each class still has an image to train on once the unreadable ones are left out."""
+    for label, name in enumerate(classes):
+        if label not in dealt["train"][1]:
+            usable = sum(labels.count(label) for _, labels in dealt.values())
+            _split_sizes(0, data, name, usable)
+
+
+def _split_sizes(
+    count: int, data: DataParams, name: str, usable: int | None = None
+) -> tuple[int, int, int]:
+    """(train, val, test) sizes of a class of ``count`` images; at least one to train on
+    (an error naming the ``usable`` images, ``count`` unless given, if not)."""
     val = round(count * data.val_fraction)
     test = round(count * data.test_fraction)
     if count - val - test < 1:
         raise VisiontuneError(
-            f"class {name!r} has {count} usable images: too few to keep one for training "
+            f"class {name!r} has {count if usable is None else usable} usable images: "
+            "too few to keep one for training "
             f"with data.val_fraction={data.val_fraction:g} and "
             f"data.test_fraction={data.test_fraction:g}"
         )
     return count - val - test, val, test
 
 
-def _stack(
-    images: list[Loaded], labels: list[int], shape: tuple[int, int, int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    tensors = [image.tensor for image in images]
-    stacked = torch.stack(tensors) if tensors else torch.empty((0, *shape), dtype=torch.uint8)
-    return stacked, torch.tensor(labels, dtype=torch.int64)
+class _Decoder:
+    """Decodes chunks of image references in order: on ``data.workers`` processes (0 =
+    every core) when there are at least :data:`PARALLEL_FROM` image files, else in this one
+    (starting processes costs more than a small dataset's decoding, or than converting
+    arrays). The pixels do not depend on which."""
+
+    def __init__(self, items: Items, data: DataParams, images: int) -> None:
+        self.items, self.args = items, (data.channels, data.image_size, Image.MAX_IMAGE_PIXELS)
+        self.size = min(1024, max(16, CHUNK_PIXELS // (data.channels * data.image_size**2)))
+        workers = min(data.workers or len(os.sched_getaffinity(0)), -(-images // self.size))
+        self.workers = workers if images >= PARALLEL_FROM else 1
+        self.pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> _Decoder:
+        if self.workers > 1:
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool:
+            self.pool.shutdown(cancel_futures=True)
+
+    def chunks(self, refs: list) -> Iterator[tuple[int, DecodedChunk]]:
+        """(start, chunk) for consecutive chunks of ``refs``."""
+        starts = range(0, len(refs), self.size)
+        if self.pool is None:
+            for start in starts:
+                yield start, decode_chunk(self.items(refs[start : start + self.size]), *self.args)
+            return
+        pending: list[tuple[int, Future[DecodedChunk]]] = []
+        for start in starts:  # at most two chunks a process in flight: memory stays flat
+            batch = self.items(refs[start : start + self.size])
+            pending.append((start, self.pool.submit(decode_chunk, batch, *self.args)))
+            if len(pending) >= 2 * self.workers:
+                first, future = pending.pop(0)
+                yield first, future.result()
+        for first, future in pending:
+            yield first, future.result()
 
 
-def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std on a 0..1 scale, exact (integer histograms), so reproducible."""
-    means, stds = [], []
-    for channel in range(images.shape[1]):
-        counts = torch.bincount(images[:, channel].flatten(), minlength=256).tolist()
-        total = sum(counts)
-        first = sum(value * count for value, count in enumerate(counts))
-        second = sum(value * value * count for value, count in enumerate(counts))
-        means.append(round(first / total / 255, 6))
-        stds.append(round((second * total - first * first) ** 0.5 / total / 255, 6))
-    return means, stds
+class _SplitStats:
+    """The reference split's statistics, gathered chunk by chunk: exact per-channel pixel
+    histograms (for mean/std) and each image's moments, size bucket and mode."""
+
+    def __init__(self, channels: int) -> None:
+        self.histograms = np.zeros((channels, 256), dtype=np.int64)
+        self.moments: list[np.ndarray] = []
+        self.sizes: list[str] = []
+        self.modes: list[str] = []
+
+    def add(self, chunk: DecodedChunk) -> None:
+        for channel, histogram in enumerate(self.histograms):
+            histogram += np.bincount(chunk.pixels[:, channel].ravel(), minlength=256)
+        self.moments.append(chunk.moments)
+        self.sizes.extend(chunk.sizes)
+        self.modes.extend(chunk.modes)
+
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std on a 0..1 scale, exact (integer sums), so reproducible."""
+        means, stds = [], []
+        for histogram in self.histograms.tolist():
+            total = sum(histogram)
+            first = sum(value * count for value, count in enumerate(histogram))
+            second = sum(value * value * count for value, count in enumerate(histogram))
+            means.append(round(first / total / 255, 6))
+            stds.append(round((second * total - first * first) ** 0.5 / total / 255, 6))
+        return means, stds
+
+    def stats(self) -> InputStats:
+        return InputStats.of(np.concatenate(self.moments), self.sizes, self.modes)

@@ -9,7 +9,6 @@ import torch
 
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
-from visiontune.data.prepared import load_split
 from visiontune.models.scoring import load_trained
 
 EVAL_BATCH_SIZE = 512
@@ -25,8 +24,9 @@ def evaluate(
     ``classes.json`` (precision, recall, F1 and support per class).
     """
     trained = load_trained(model_path, params.train.device, params.train.threads)
-    images, labels = load_split(prepared_dir, "test")
-    result = trained.evaluate(images, labels, EVAL_BATCH_SIZE)
+    result, labels = trained.score_split(
+        prepared_dir, "test", EVAL_BATCH_SIZE, params.train.resident_mb
+    )
 
     classes = trained.meta.classes
     actual = labels

@@ -21,8 +21,7 @@ import torch.nn.functional as F
 
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
-from visiontune.data.batches import index_batches
-from visiontune.data.prepared import load_split
+from visiontune.data.batches import index_batches, read_split
 from visiontune.models.scoring import load_trained
 
 EVAL_BATCH_SIZE = 512  # images corrupted and scored at a time
@@ -136,7 +135,7 @@ def robustness(
     """
     cfg = params.robustness
     trained = load_trained(model_path, params.train.device, params.train.threads)
-    images, labels = _subset(*load_split(prepared_dir, "test"), cfg.max_images, cfg.seed)
+    images, labels = _subset(*read_split(prepared_dir, "test"), cfg.max_images, cfg.seed)
     images, labels = images.to(trained.device), labels.to(trained.device)
 
     def accuracy(transform: Callable[[torch.Tensor], torch.Tensor]) -> float:

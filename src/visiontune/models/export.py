@@ -22,7 +22,7 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.paths import write_json
-from visiontune.data.prepared import load_split
+from visiontune.data.batches import read_split
 from visiontune.models.meta import ModelMeta
 from visiontune.models.onnx_model import OnnxModel, export_onnx, quantize_onnx, with_normalisation
 from visiontune.models.scoring import load_trained
@@ -143,7 +143,7 @@ def _split_for(
     prepared_dir: Path, split: str, meta: ModelMeta
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A prepared split, checked to have the image shape the model was trained on."""
-    images, labels = load_split(prepared_dir, split)
+    images, labels = read_split(prepared_dir, split)
     if not len(images):
         raise VisiontuneError(f"the {split} split in {prepared_dir} is empty")
     expected = (meta.channels, meta.image_size, meta.image_size)

@@ -78,6 +78,14 @@ class TrainedModel:
         images, labels = images.to(self.device), labels.to(self.device)
         return evaluate_split(self.network, images, labels, self.normalize, batch_size)
 
+    def score_split(
+        self, prepared_dir: Path, split: str, batch_size: int, resident_mb: int = 0
+    ) -> tuple[EvalResult, torch.Tensor]:
+        """:func:`evaluate_batches` of a prepared split (through its batch source), and the
+        split's labels (on the CPU)."""
+        source = BatchSource.of_split(prepared_dir, split, self.normalize, self.device, resident_mb)
+        return evaluate_batches(self.network, source.batches(batch_size)), source.labels.cpu()
+
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, float32 (N, K), on the model's device."""

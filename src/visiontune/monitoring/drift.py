@@ -18,14 +18,10 @@ import numpy as np
 import torch
 
 from visiontune.config.errors import VisiontuneError
+from visiontune.data.batches import read_split
+from visiontune.data.decoding import decompression_bombs_refused, unreadable_error
 from visiontune.data.folders import files, image_files
-from visiontune.data.images import (
-    Loaded,
-    decompression_bombs_refused,
-    load_all,
-    load_file,
-    unreadable_error,
-)
+from visiontune.data.images import Loaded, load_all, load_file
 from visiontune.data.input_stats import (
     MIN_IMAGES,
     MOVED,
@@ -36,7 +32,7 @@ from visiontune.data.input_stats import (
     moments,
 )
 from visiontune.data.input_stats import shifts as input_shifts
-from visiontune.data.prepared import META_FILE, load_meta, load_split
+from visiontune.data.prepared import META_FILE, load_meta
 from visiontune.models.features import features
 from visiontune.models.meta import ModelMeta
 from visiontune.models.scoring import load_trained
@@ -216,7 +212,7 @@ def _reference(prepared: Path, meta: ModelMeta) -> tuple[InputStats, torch.Tenso
             f"{prepared / META_FILE} has no reference statistics (written by an older "
             "visiontune); run `dvc repro preprocess`"
         )
-    images, _ = load_split(prepared, REFERENCE_SPLIT)
+    images, _ = read_split(prepared, REFERENCE_SPLIT)
     return prepared_meta.reference, images
 
 

@@ -17,7 +17,6 @@ from tqdm import tqdm
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
 from visiontune.data.batches import BatchSource
-from visiontune.data.prepared import load_split
 from visiontune.models.meta import ModelMeta
 from visiontune.models.scoring import EvalResult, evaluate_batches
 from visiontune.training.trainer import TrainSplit
@@ -97,8 +96,9 @@ def fit(
     train = TrainSplit.load(params, prepared_dir)
     trainer = train.new_trainer(params)
     model, meta = trainer.model, train.meta
-    x_val, y_val = (t.to(train.device) for t in load_split(prepared_dir, "val"))
-    val_source = BatchSource(x_val, y_val, train.source.normalize)
+    val_source = BatchSource.of_split(
+        prepared_dir, "val", train.source.normalize, train.device, cfg.resident_mb
+    )
 
     history: list[EpochResult] = []
     best: EpochResult | None = None

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from visiontune.config.params import Params, TrainParams
 from visiontune.data.batches import Batch, BatchSource, Normalizer
-from visiontune.data.prepared import load_meta, load_split
+from visiontune.data.prepared import load_meta
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure, resolve_device
 
@@ -98,12 +98,12 @@ class TrainSplit:
         """The train split on ``train.device``, for ``params``'s model."""
         device = resolve_device(params.train.device)
         meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
-        images, labels = (t.to(device) for t in load_split(prepared_dir, "train"))
         normalize = Normalizer.from_stats(meta.mean, meta.std, device)
         cfg = params.train
-        return cls(
-            device, BatchSource(images, labels, normalize, flip=cfg.flip, crop=cfg.crop), meta
+        source = BatchSource.of_split(
+            prepared_dir, "train", normalize, device, cfg.resident_mb, flip=cfg.flip, crop=cfg.crop
         )
+        return cls(device, source, meta)
 
     def new_trainer(self, params: Params) -> Trainer:
         """A model for this split, freshly seeded from ``train.seed``, and its Trainer."""
