@@ -23,6 +23,7 @@ LONGEST_FIRST = (
     "test_distributed.py",  # 125
     "test_pipeline.py",  # 110
     "test_heatmap.py",  # 85
+    "test_photo_pipeline.py",  # 80
     "test_report.py",  # 70
     "test_pruning.py",  # 65
     "test_export.py",  # 55

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.photos import write_photos
 from PIL import Image
 
 from visiontune.config.errors import VisiontuneError
@@ -27,25 +28,11 @@ from visiontune.data.download import download
 from visiontune.data.prepared import SPLITS, load_meta, open_split, split_files, writing
 
 
-def _photos(root: Path, per_class: int, classes: int = 3) -> Path:
-    """JPEGs of random sizes (20-90 px) with a little structure, ``per_class`` per class."""
-    rng = np.random.default_rng(0)
-    for label in range(classes):
-        folder = root / f"class{label}"
-        folder.mkdir(parents=True)
-        for i in range(per_class):
-            h, w = rng.integers(20, 90, 2)
-            base = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None] // (label + 1)
-            noise = rng.integers(0, 40, (h, w, 3), dtype=np.uint8)
-            Image.fromarray(base + noise).save(folder / f"{i}.jpg", quality=85)
-    return root
-
-
 @pytest.fixture(scope="module")
 def photo_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A raw folder dataset of 3 x 60 JPEGs."""
     root = tmp_path_factory.mktemp("photos")
-    download(str(_photos(root / "source", 60)), root / "raw")
+    download(str(write_photos(root / "source", 60)), root / "raw")
     return root / "raw"
 
 

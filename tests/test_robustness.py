@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from visiontune.config.params import CORRUPTIONS, ParamsError, parse_params
+from visiontune.data.prepared import open_split
 from visiontune.evaluation.evaluate import evaluate
 from visiontune.evaluation.robustness import SEVERITIES, _subset, corrupt, robustness
 
@@ -83,14 +84,19 @@ def test_curves_start_at_test_acc_and_metrics_summarize_them(prepared, trained_m
     assert json.loads((tmp_path / "few.json").read_text())[:4] == kept
 
 
-def test_max_images_keeps_a_seeded_subset_in_split_order():
-    images, labels = torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1), torch.arange(100)
-    kept_images, kept = _subset(images, labels, 30, seed=1)
-    assert kept.tolist() == sorted(set(kept.tolist())) and len(kept) == 30
-    assert torch.equal(kept_images.flatten().long(), kept)
-    assert torch.equal(_subset(images, labels, 30, seed=1)[1], kept)
-    assert not torch.equal(_subset(images, labels, 30, seed=2)[1], kept)
-    assert _subset(images, labels, 0, seed=1)[1] is labels
+def test_max_images_keeps_a_seeded_subset_in_split_order(prepared):
+    split = open_split(prepared, "test")
+    whole, labels = torch.from_numpy(split.read()), torch.from_numpy(split.labels)
+    kept_images, kept = _subset(split, 30, seed=1)
+    assert len(kept) == len(kept_images) == 30
+    position = -1  # each kept image is a later image of the split than the one before
+    for image, label in zip(kept_images, kept, strict=True):
+        later = [i for i in range(position + 1, len(whole)) if torch.equal(whole[i], image)]
+        assert later and labels[later[0]] == label
+        position = later[0]
+    assert torch.equal(_subset(split, 30, seed=1)[0], kept_images)
+    assert not torch.equal(_subset(split, 30, seed=2)[0], kept_images)
+    assert torch.equal(_subset(split, 0, seed=1)[0], whole)
 
 
 def test_pixelate_at_half_the_side_is_the_mean_of_each_2x2_block():

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from visiontune.config.params import Params
 from visiontune.config.paths import write_json
-from visiontune.data.batches import index_batches, read_split
+from visiontune.data.batches import index_batches
+from visiontune.data.prepared import StoredSplit, open_split
 from visiontune.models.scoring import load_trained
 
 EVAL_BATCH_SIZE = 512  # images corrupted and scored at a time
@@ -135,7 +136,7 @@ def robustness(
     """
     cfg = params.robustness
     trained = load_trained(model_path, params.train.device, params.train.threads)
-    images, labels = _subset(*read_split(prepared_dir, "test"), cfg.max_images, cfg.seed)
+    images, labels = _subset(open_split(prepared_dir, "test"), cfg.max_images, cfg.seed)
     images, labels = images.to(trained.device), labels.to(trained.device)
 
     def accuracy(transform: Callable[[torch.Tensor], torch.Tensor]) -> float:
@@ -171,15 +172,14 @@ def summarize(rows: list[dict[str, Any]], top: int, clean: float) -> dict[str, A
     }
 
 
-def _subset(
-    images: torch.Tensor, labels: torch.Tensor, limit: int, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """At most ``limit`` images (0 = all), a seeded random subset kept in split order."""
-    if not limit or limit >= labels.shape[0]:
-        return images, labels
+def _subset(split: StoredSplit, limit: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most ``limit`` images (0 = all) of the split, a seeded random subset kept in split
+    order, read from its file (only those)."""
+    if not limit or limit >= len(split):
+        return torch.from_numpy(split.read()), torch.from_numpy(split.labels)
     generator = torch.Generator().manual_seed(seed)
-    keep = torch.randperm(labels.shape[0], generator=generator)[:limit].sort().values
-    return images[keep], labels[keep]
+    keep = torch.randperm(len(split), generator=generator)[:limit].sort().values.numpy()
+    return torch.from_numpy(split.gather(keep)), torch.from_numpy(split.labels[keep])
 
 
 def _generator(seed: int, name: str, severity: int) -> torch.Generator:

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from visiontune.config.errors import VisiontuneError
-from visiontune.data.batches import read_split
 from visiontune.data.decoding import decompression_bombs_refused, unreadable_error
 from visiontune.data.folders import files, image_files
 from visiontune.data.images import Loaded, load_all, load_file
@@ -32,7 +31,7 @@ from visiontune.data.input_stats import (
     moments,
 )
 from visiontune.data.input_stats import shifts as input_shifts
-from visiontune.data.prepared import META_FILE, load_meta
+from visiontune.data.prepared import META_FILE, StoredSplit, load_meta, open_split
 from visiontune.models.features import features
 from visiontune.models.meta import ModelMeta
 from visiontune.models.scoring import load_trained
@@ -170,15 +169,17 @@ def check_drift(
         )
     trained = load_trained(Path(model_path))
     meta = trained.meta
-    reference_stats, train = _reference(Path(reference), meta)
+    reference_stats, stored = _reference(Path(reference), meta)
     rng = np.random.default_rng(seed)
     batch, loaded = _load_batch(Path(images), meta, max_images, rng, skip_corrupt)
     batch_images = torch.stack([image.tensor for image in loaded])
     batch_stats = InputStats.of(
         moments(batch_images), [i.size for i in loaded], [i.mode for i in loaded]
     )
-    if len(train) > max_images:
-        train = train[torch.from_numpy(np.sort(rng.choice(len(train), max_images, replace=False)))]
+    keep = np.arange(len(stored))
+    if len(stored) > max_images:
+        keep = np.sort(rng.choice(len(stored), max_images, replace=False))
+    train = torch.from_numpy(stored.gather(keep))
     test = mmd_test(
         features(trained, train),
         features(trained, batch_images),
@@ -198,8 +199,8 @@ def check_drift(
     )
 
 
-def _reference(prepared: Path, meta: ModelMeta) -> tuple[InputStats, torch.Tensor]:
-    """The reference statistics and train images of ``prepared``, checked against ``meta``."""
+def _reference(prepared: Path, meta: ModelMeta) -> tuple[InputStats, StoredSplit]:
+    """The reference statistics and train split of ``prepared``, checked against ``meta``."""
     prepared_meta = load_meta(prepared)
     if (prepared_meta.channels, prepared_meta.image_size) != (meta.channels, meta.image_size):
         raise VisiontuneError(
@@ -212,8 +213,7 @@ def _reference(prepared: Path, meta: ModelMeta) -> tuple[InputStats, torch.Tenso
             f"{prepared / META_FILE} has no reference statistics (written by an older "
             "visiontune); run `dvc repro preprocess`"
         )
-    images, _ = read_split(prepared, REFERENCE_SPLIT)
-    return prepared_meta.reference, images
+    return prepared_meta.reference, open_split(prepared, REFERENCE_SPLIT, prepared_meta)
 
 
 def _load_batch(
