@@ -1,12 +1,17 @@
 """Where the pipeline's files live, written once: dvc.yaml names the same paths (a test
 checks that they agree), relative to the repository root where dvc runs every stage. Also
 where the Optuna study lives by default, how a storage URL reaches its database driver, and
-the one helper that writes JSON outputs."""
+the helpers that write outputs: as new files, never through a link into DVC's cache."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +34,33 @@ PROFILE_TRACE = Path("plots/profile/trace.json")  # visiontune profile: git-igno
 DEFAULT_STORAGE = "sqlite:///.optuna/studies.db"  # Optuna storage: a git-ignored file
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` to ``path`` as indented JSON with a final newline, folders made."""
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[Path]:
+    """Where to write a new ``path`` (folders made): a file of the same name in a hidden
+    sibling folder (torch.save writes the name into its archive), moved over ``path`` once
+    the block ends without an error.
+
+    The pipeline's outputs may be hardlinks into DVC's cache (``cache.type`` in .dvc/config),
+    read-only and shared with the cached object of the run that made them: a write through
+    one (by root, or a stage script run by hand) would change that object too, and DVC
+    trusts read-only objects without hashing them again. A new file renamed over the link
+    never touches it.
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield folder / path.name
+        os.replace(folder / path.name, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` to ``path`` as indented JSON with a final newline, folders made; a new
+    file replaces ``path`` (:func:`replacing`)."""
+    with replacing(path) as partial:
+        partial.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def engine_url(url: str) -> str:

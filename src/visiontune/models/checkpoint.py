@@ -12,14 +12,16 @@ from pathlib import Path
 import torch
 
 from visiontune.config.errors import VisiontuneError, reason
+from visiontune.config.paths import replacing
 from visiontune.models.meta import ModelMeta
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, meta: ModelMeta) -> None:
-    """Save the weights and the model's meta (the params it was trained with, its inputs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save the weights and the model's meta (the params it was trained with, its inputs);
+    a new file replaces ``path`` (:func:`~visiontune.config.paths.replacing`)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, **meta.to_dict()}, path)
+    with replacing(path) as partial:
+        torch.save({"state_dict": state, **meta.to_dict()}, partial)
 
 
 def load_checkpoint(path: Path, device: torch.device) -> tuple[torch.nn.Module, ModelMeta]:
