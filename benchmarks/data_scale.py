@@ -174,7 +174,7 @@ def _decode_floor(raw: Path, size: int, workers: int) -> None:
     from visiontune.data.decoding import decode_chunk
 
     paths = sorted(str(path) for path in (raw / "images").rglob("*.jpg"))
-    chunk = min(1024, max(16, preprocess.CHUNK_PIXELS // (3 * size * size)))
+    chunk = preprocess.chunk_size(3, size)
     processes = workers or len(os.sched_getaffinity(0))
     chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
     with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:

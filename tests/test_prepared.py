@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,14 +64,6 @@ def test_round_trip_read_and_gather(tmp_path: Path, prepared: Path) -> None:
         assert np.array_equal(np.load(split_files(prepared, split)[0]), whole)
 
 
-def _copy(prepared: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "prepared"
-    copy.mkdir()
-    for path in prepared.iterdir():
-        (copy / path.name).write_bytes(path.read_bytes())
-    return copy
-
-
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
@@ -86,7 +79,7 @@ def _copy(prepared: Path, tmp_path: Path) -> Path:
 def test_a_split_that_does_not_match_its_meta_is_one_line(
     prepared: Path, tmp_path: Path, damage: str, message: str
 ) -> None:
-    copy = _copy(prepared, tmp_path)
+    copy = Path(shutil.copytree(prepared, tmp_path / "prepared"))
     images, labels = split_files(copy, "train")
     if damage == "truncate":
         images.write_bytes(images.read_bytes()[:-10])
@@ -110,7 +103,7 @@ def test_a_split_that_does_not_match_its_meta_is_one_line(
 def test_a_failed_write_leaves_the_old_dataset_and_no_partial_one(
     prepared: Path, tmp_path: Path
 ) -> None:
-    copy = _copy(prepared, tmp_path)
+    copy = Path(shutil.copytree(prepared, tmp_path / "prepared"))
     before = _files(copy)
     with pytest.raises(RuntimeError), writing(copy) as out:
         out.split("train", 4, (1, 8, 8)).append(np.zeros((2, 1, 8, 8), np.uint8))

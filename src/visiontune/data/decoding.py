@@ -48,6 +48,12 @@ def image_to_array(image: Image.Image, channels: int, size: int) -> np.ndarray:
     return pixels[None] if channels == 1 else np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 
+def decode(image: Image.Image, channels: int, size: int) -> tuple[np.ndarray, str, str]:
+    """:func:`image_to_array`, with the image's size bucket and mode as it came."""
+    bucket, mode = size_bucket(*image.size), image.mode  # before draft() changes them
+    return image_to_array(image, channels, size), bucket, mode
+
+
 @contextmanager
 def decompression_bombs_refused() -> Iterator[None]:
     """Within the block, Pillow's decompression-bomb warning is an error (unreadable)."""
@@ -81,12 +87,13 @@ def decode_chunk(
             try:
                 image = Image.fromarray(item) if isinstance(item, np.ndarray) else Image.open(item)
                 with image:
-                    sizes.append(size_bucket(*image.size))  # before draft() changes them
-                    modes.append(image.mode)
-                    pixels.append(image_to_array(image, channels, size))
+                    array, bucket, mode = decode(image, channels, size)
             except UNREADABLE as exc:
-                del sizes[len(pixels) :], modes[len(pixels) :]
                 unreadable.append((position, reason(exc)))
+                continue
+            pixels.append(array)
+            sizes.append(bucket)
+            modes.append(mode)
     stacked = np.stack(pixels) if pixels else np.zeros((0, channels, size, size), np.uint8)
     return DecodedChunk(stacked, moments(stacked), sizes, modes, unreadable)
 

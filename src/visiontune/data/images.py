@@ -11,8 +11,7 @@ import torch
 from PIL import Image
 
 from visiontune.config.errors import reason
-from visiontune.data.decoding import UNREADABLE, image_to_array
-from visiontune.data.input_stats import size_bucket
+from visiontune.data.decoding import UNREADABLE, decode, image_to_array
 
 
 class Loaded(NamedTuple):
@@ -33,9 +32,10 @@ def image_to_tensor(image: Image.Image, channels: int, size: int) -> torch.Tenso
 
 
 def convert(image: Image.Image, channels: int, size: int) -> Loaded:
-    """:func:`image_to_tensor`, with the image's size bucket and mode as it came."""
-    size_, mode = size_bucket(*image.size), image.mode  # before draft() changes them
-    return Loaded(image_to_tensor(image, channels, size), size_, mode)
+    """:func:`image_to_tensor`, with the image's size bucket and mode as it came
+    (:func:`~visiontune.data.decoding.decode`)."""
+    array, bucket, mode = decode(image, channels, size)
+    return Loaded(torch.from_numpy(array), bucket, mode)
 
 
 def load_file(path: Path, channels: int, size: int) -> Loaded:

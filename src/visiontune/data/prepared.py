@@ -205,9 +205,9 @@ def open_split(prepared_dir: Path, split: str, meta: PreparedMeta | None = None)
     if dtype != np.uint8 or fortran or tuple(shape) != expected:
         found = f"{dtype} {tuple(shape)}"
         raise _corrupt(images_path, f"holds {found}, meta.json says uint8 {expected}")
-    size = images_path.stat().st_size
-    if size != offset + int(np.prod(shape)):
-        raise _corrupt(images_path, f"{size} bytes, {offset + int(np.prod(shape))} expected")
+    size, whole = images_path.stat().st_size, offset + int(np.prod(shape))
+    if size != whole:
+        raise _corrupt(images_path, f"{size} bytes, {whole} expected")
     try:
         labels = np.load(labels_path)
     except (OSError, ValueError, EOFError) as exc:

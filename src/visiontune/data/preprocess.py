@@ -183,6 +183,11 @@ def _split_sizes(
     return count - val - test, val, test
 
 
+def chunk_size(channels: int, size: int) -> int:
+    """Images decoded per chunk: :data:`CHUNK_PIXELS` of output, 16 to 1,024 images."""
+    return min(1024, max(16, CHUNK_PIXELS // (channels * size**2)))
+
+
 class _Decoder:
     """Decodes chunks of image references in order: on ``data.workers`` processes (0 =
     every core) when there are at least :data:`PARALLEL_FROM` image files, else in this one
@@ -191,7 +196,7 @@ class _Decoder:
 
     def __init__(self, items: Items, data: DataParams, images: int) -> None:
         self.items, self.args = items, (data.channels, data.image_size, Image.MAX_IMAGE_PIXELS)
-        self.size = min(1024, max(16, CHUNK_PIXELS // (data.channels * data.image_size**2)))
+        self.size = chunk_size(data.channels, data.image_size)
         workers = min(data.workers or len(os.sched_getaffinity(0)), -(-images // self.size))
         self.workers = workers if images >= PARALLEL_FROM else 1
         self.pool: ProcessPoolExecutor | None = None
