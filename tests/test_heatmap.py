@@ -116,7 +116,15 @@ def test_early_stopped_and_pruned_runs_are_left_out():
 
 
 def test_the_largest_group_sharing_other_params_is_kept_and_neutral_params_are_ignored():
-    neutral = experiment(0.01, 0.25, train_threads=4, train_device="cpu", tune_seed=1)
+    neutral = experiment(
+        0.01,
+        0.25,
+        train_threads=4,
+        train_device="cpu",
+        train_resident_mb=64,
+        data_workers=1,
+        tune_seed=1,
+    )
     wide = [experiment(0.01, 0, model_width=32), experiment(0.02, 0, model_width=32)]
     runs = [*GRID[:3], neutral, *wide, experiment(0.01, 0, train_optimizer="sgd")]
     chosen = select_comparable(runs, x="model.lr", y="model.dropout")

@@ -74,7 +74,7 @@ def test_the_tuners_threads_and_device_are_not_differing_hyperparameters():
     runs = [
         run("a", 0.8, **{"train.threads": 8, "train.device": "cpu"}),
         run("b", 0.7, **{"train.threads": 4, "train.device": "cuda", "model.lr": 0.1}),
-        run("c", 0.6, **{"train.threads": 2}),
+        run("c", 0.6, **{"train.threads": 2, "train.resident_mb": 64, "data.workers": 1}),
     ]
     assert differing_params(runs) == ["model.lr"]
     assert build_table(runs, top=3).params == ["model.lr"]

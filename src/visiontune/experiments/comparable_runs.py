@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from visiontune.config.errors import VisiontuneError
 from visiontune.experiments.listing import Experiment, is_pruned
 
-# Params that cannot change a result, so runs differing in them still compare: the torch
-# CPU thread count (the tuner sets it for its own plumbing) and the device, and the tune.*
-# and sweep.* sections, which only the tuner and the sweep stage read.
-NEUTRAL_PARAMS = frozenset({"train.threads", "train.device"})
+# Params that cannot change a result, so runs differing in them still compare, and that are
+# never hyperparameters in a report: the torch CPU thread count (the tuner sets it for its
+# own plumbing), the device, the split size kept whole on it (streamed batches are the same)
+# and the decoding processes (the same prepared bytes); and the tune.* and sweep.* sections,
+# which only the tuner and the sweep stage read.
+NEUTRAL_PARAMS = frozenset({"train.threads", "train.device", "train.resident_mb", "data.workers"})
 NEUTRAL_SECTIONS = ("tune.", "sweep.")
 BUDGET = "train.epochs"  # the param that sets a run's budget
 EPOCHS_RUN = "epochs"  # the metric (metrics/train.json) with the epochs it ran

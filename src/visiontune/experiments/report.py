@@ -31,14 +31,12 @@ from visiontune.config.paths import (
     TRAIN_SERIES,
     engine_url,
 )
+from visiontune.experiments.comparable_runs import NEUTRAL_PARAMS
 from visiontune.experiments.dvc_git import run_tool
 from visiontune.experiments.listing import Experiment, is_pruned, list_experiments
 
 DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
 METRICS = {"val acc": "val.acc", "test acc": "test.acc", "epochs": "epochs"}
-# Settings the tuner picks for its own plumbing (threads divided among its jobs, the
-# device), not hyperparameters: they never become columns.
-PLUMBING = frozenset({"train.threads", "train.device"})
 HIGHLIGHTED = 5  # the best runs drawn in colour and named in a curve plot's legend
 OPTUNA_PLOTS = (  # title, optuna.visualization.matplotlib function, PNG, complete trials needed
     ("parallel coordinates", "plot_parallel_coordinate", "tune_parallel.png", 1),
@@ -103,8 +101,9 @@ def ranked(runs: Sequence[Experiment], metric: str = DEFAULT_METRIC) -> list[Exp
 
 def differing_params(runs: Sequence[Experiment]) -> list[str]:
     """Param keys whose values (or presence) differ between the runs, in first-seen order;
-    the tuner's plumbing (``PLUMBING``) is left out."""
-    keys = list(dict.fromkeys(key for run in runs for key in run.params if key not in PLUMBING))
+    params that cannot change a result (``NEUTRAL_PARAMS``: threads, device, ...) are left out."""
+    keys = [key for run in runs for key in run.params if key not in NEUTRAL_PARAMS]
+    keys = list(dict.fromkeys(keys))
     return [key for key in keys if len({json.dumps(run.params.get(key)) for run in runs}) > 1]
 
 
