@@ -68,6 +68,25 @@ def test_a_key_deleted_from_params_yaml_takes_its_shipped_value(tmp_path):
             "data.val_fraction + data.test_fraction must be < 0.9",
         ),
         ({"model": {"pretrained": True}}, "model.pretrained needs a timm model"),
+        ({"model": {"weights": "w.safetensors"}}, "model.weights needs a timm model"),
+        (
+            {"model": {"name": "resnet18", "weights": "a.pt", "pretrained": True}},
+            "set model.pretrained (weights from the hub) or model.weights (from a file), not both",
+        ),
+        ({"model": {"name": "resnet18", "weights": "../a.pt"}}, "model.weights must name a file"),
+        ({"model": {"name": "resnet18", "weights": "/a.pt"}}, "model.weights must name a file"),
+        ({"model": {"name": "resnet18", "mean_std": "pretrained"}}, "model.mean_std=pretrained"),
+        ({"model": {"mean_std": "imagenet"}}, "model.mean_std must be one of data, pretrained"),
+        ({"model": {"backbone_lr_ratio": 0}}, "model.backbone_lr_ratio must be > 0, got 0"),
+        ({"model": {"crop_pct": 1.2}}, "model.crop_pct must be <= 1, got 1.2"),
+        ({"train": {"crop_scale": [0.5]}}, "train.crop_scale must be a list [min, max] of two"),
+        ({"train": {"crop_scale": [0.5, 1.5]}}, "train.crop_scale must be [min, max] with 0 < "),
+        ({"train": {"crop_ratio": [1.5, 0.5]}}, "train.crop_ratio must be [min, max] with 0 < "),
+        ({"train": {"resized_crop": True}}, "train.resized_crop replaces train.crop's padded"),
+        ({"train": {"precision": "fp8"}}, "train.precision must be one of 32, bf16, 16"),
+        ({"train": {"precision": 64}}, "train.precision must be one of 32, bf16, 16, got 64"),
+        ({"train": {"precision": 16, "device": "cpu"}}, "train.precision=16 needs a CUDA"),
+        ({"train": {"color_jitter": 1}}, "train.color_jitter must be < 1, got 1"),
     ],
 )
 def test_bad_values_name_the_key(raw, message):
@@ -87,6 +106,17 @@ def test_locations_are_accepted_as_sources(source):
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1", "mps"])
 def test_devices(device):
     assert parse_params({"train": {"device": device}}).train.device == device
+
+
+@pytest.mark.parametrize(("typed", "value"), [(32, "32"), ("bf16", "bf16"), (16, "16")])
+def test_precision_takes_what_users_type(typed, value):
+    """-S train.precision=16 reaches the params as a YAML number."""
+    assert parse_params({"train": {"precision": typed}}).train.precision == value
+
+
+def test_a_resized_crop_range_may_be_one_value():
+    params = parse_params({"train": {"crop": 0, "resized_crop": True, "crop_scale": [1, 1]}})
+    assert params.train.crop_scale == (1.0, 1.0)
 
 
 def test_unreadable_files(tmp_path):

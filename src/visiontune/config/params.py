@@ -67,7 +67,25 @@ class ModelParams:
     batchnorm: bool = _spec(True)
     residual: bool = _spec(True, doc="cnn: residual skip in each block")
     squeeze_excite: bool = _spec(False, doc="cnn: squeeze-and-excitation in each block")
-    pretrained: bool = _spec(False, doc="timm: load pretrained weights (needs a network)")
+    pretrained: bool = _spec(False, doc="timm: load the hub's pretrained weights (needs a network)")
+    weights: str = _spec(
+        "", doc="timm: a weights file in weights/ to start from (a dependency of train); '' = none"
+    )
+    mean_std: str = _spec(
+        "data",
+        choices=("data", "pretrained"),
+        doc="inputs standardised with the train split's mean/std or the pretrained weights'",
+    )
+    backbone_lr_ratio: float = _spec(
+        1.0, gt=0, le=100, doc="the backbone learns at model.lr times this; the head at model.lr"
+    )
+    input_size: int = _spec(0, ge=0, le=1024, doc="the network's input side; 0 = data.image_size")
+    crop_pct: float = _spec(
+        1.0, gt=0, le=1, doc="evaluation sees the centre square of this share of the image side"
+    )
+
+
+PRECISIONS = ("32", "bf16", "16")
 
 
 @dataclass(frozen=True)
@@ -93,7 +111,17 @@ class TrainParams:
         doc="a split up to this many MB moves to the device whole, a larger one "
         "streams from disk; 0 = auto (half the free CUDA memory, or 1024 on the CPU)",
     )
+    freeze_epochs: int = _spec(0, ge=0, le=10_000, doc="first epochs with the backbone frozen")
+    resized_crop: bool = _spec(False, doc="random-resized crops (train.crop_scale, crop_ratio)")
+    crop_scale: tuple = _spec((0.08, 1.0), doc="resized crops: [min, max] share of the image area")
+    crop_ratio: tuple = _spec((0.75, 1.3333), doc="resized crops: [min, max] width / height")
+    color_jitter: float = _spec(0.0, ge=0, lt=1, doc="brightness, contrast, saturation strength")
+    precision: str = _spec("32", choices=PRECISIONS, doc="32, bf16 or 16 (autocast; 16 on CUDA)")
+    compile: bool = _spec(False, doc="torch.compile the network")
 
+
+# Params that are a [min, max] range, and the largest max each takes (None: no bound).
+RANGES = {"train.crop_scale": 1.0, "train.crop_ratio": None}
 
 # Sections whose keys a sweep cell or a tuning trial may change.
 TUNABLE_SECTIONS = ("data", "model", "train")
@@ -245,6 +273,8 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             values[name] = _build(kind, raw[name], f"{prefix}{name}.")
         elif f"{prefix}{name}" == "tune.space":
             values[name] = _parse_space(raw[name])
+        elif f"{prefix}{name}" in RANGES:
+            values[name] = _check_range(f"{prefix}{name}", raw[name], RANGES[f"{prefix}{name}"])
         elif kind is tuple:
             values[name] = _check_list(f"{prefix}{name}", raw[name])
         else:
@@ -256,6 +286,8 @@ def _check_value(key: str, value: Any, kind: type, meta: typing.Mapping[str, Any
     given = value
     if kind is float and _is_type(value, int):
         value = float(value)
+    if kind is str and meta.get("choices") and _is_type(value, int):
+        value = str(value)  # train.precision=16: YAML reads a number
     if not _is_type(value, kind):
         raise ParamsError(f"{key} must be {_type_name(kind)}, got {given!r}")
     if meta.get("choices") and value not in meta["choices"]:
@@ -297,14 +329,45 @@ def _check_consistency(params: Params) -> None:
             f"data.source must be one of {', '.join(SOURCE_NAMES)}, "
             f"or a folder, archive or http(s) URL, got {data.source!r}"
         )
-    if model.pretrained and model.name == "cnn":
-        raise ParamsError("model.pretrained needs a timm model; model.name is 'cnn'")
+    _check_model(model)
+    _check_train(train)
     _check_sweep(params)
     _check_tune(params)
     _check_robustness(params)
     if not _is_device(train.device):
         raise ParamsError(
             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {train.device!r}"
+        )
+
+
+def _check_model(model: ModelParams) -> None:
+    for key, value, default in (
+        ("pretrained", model.pretrained, False),
+        ("weights", model.weights, ""),
+        ("mean_std", model.mean_std, "data"),
+    ):
+        if model.name == "cnn" and value != default:
+            raise ParamsError(f"model.{key} needs a timm model; model.name is 'cnn'")
+    if model.pretrained and model.weights:
+        raise ParamsError(
+            "set model.pretrained (weights from the hub) or model.weights (from a file), not both"
+        )
+    if model.mean_std == "pretrained" and not (model.pretrained or model.weights):
+        raise ParamsError("model.mean_std=pretrained needs model.weights or model.pretrained")
+    path = Path(model.weights)
+    if model.weights and (path.is_absolute() or ".." in path.parts or model.weights.endswith("/")):
+        raise ParamsError(
+            f"model.weights must name a file in weights/ (e.g. resnet18.safetensors), "
+            f"got {model.weights!r}"
+        )
+
+
+def _check_train(train: TrainParams) -> None:
+    if train.resized_crop and train.crop:
+        raise ParamsError("train.resized_crop replaces train.crop's padded crops; set train.crop=0")
+    if train.precision == "16" and train.device in ("cpu", "mps"):
+        raise ParamsError(
+            f"train.precision=16 needs a CUDA device (train.device is {train.device}); use bf16"
         )
 
 
@@ -352,6 +415,18 @@ def _space_raw(param: SpaceParam) -> dict[str, Any]:
     if param.type == "categorical":
         return {"type": param.type, "choices": list(param.choices)}
     return {"type": param.type, "low": param.low, "high": param.high, "log": param.log}
+
+
+def _check_range(key: str, value: Any, upper: float | None) -> tuple[float, float]:
+    """A ``[min, max]`` pair of numbers with 0 < min <= max (<= ``upper``)."""
+    pair = value if isinstance(value, list) and len(value) == 2 else None
+    if pair is None or not all(_is_type(v, int) or _is_type(v, float) for v in pair):
+        raise ParamsError(f"{key} must be a list [min, max] of two numbers, got {value!r}")
+    low, high = float(pair[0]), float(pair[1])
+    if not 0 < low <= high or (upper is not None and high > upper):
+        most = "" if upper is None else f" <= {upper:g}"
+        raise ParamsError(f"{key} must be [min, max] with 0 < min <= max{most}, got {value!r}")
+    return low, high
 
 
 def _check_list(key: str, value: Any) -> tuple:
