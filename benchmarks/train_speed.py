@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from visiontune.config.params import load_params
-from visiontune.data.batches import BatchSource, Normalizer, read_split
+from visiontune.data.augmentation import Augmentation
+from visiontune.data.batches import BatchSource, read_split
 from visiontune.data.download import download
 from visiontune.data.prepared import load_meta
 from visiontune.data.preprocess import prepare
@@ -54,18 +55,18 @@ def main() -> None:
         x, y = read_split(prepared, "train")
         x_val, y_val = read_split(prepared, "val")
         folder = _write_png_folder(x, y, meta.classes, Path(tmp, "png"))
-        normalize = Normalizer.from_stats(meta.mean, meta.std, CPU)
+        model_input = meta.model_input(CPU)
         trainer = Trainer(meta.build_model(load_pretrained=True), params, x.shape[0], CPU)
         cfg = params.train
-        source = BatchSource(x, y, normalize, flip=cfg.flip, crop=cfg.crop)
-        ready = _ready_batches(BatchSource(x, y, normalize), cfg.batch_size, cfg.seed)
+        source = BatchSource(x, y, model_input, Augmentation.of(cfg))
+        ready = _ready_batches(BatchSource(x, y, model_input), cfg.batch_size, cfg.seed)
 
         def stage_epoch() -> None:
             trainer.epoch(source, "bench")
 
         def stage_epoch_with_val() -> None:
             trainer.epoch(source, "bench")
-            evaluate_split(trainer.model, x_val, y_val, normalize, 2 * cfg.batch_size)
+            evaluate_split(trainer.model, x_val, y_val, model_input, 2 * cfg.batch_size)
 
         def bare_epoch() -> None:
             _fit(trainer, ready)

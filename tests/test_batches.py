@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import torch
 
-from visiontune.data.batches import Normalizer, augment, index_batches
+from visiontune.data.augmentation import Augmentation
+from visiontune.data.batches import ModelInput, index_batches
 from visiontune.models.scoring import evaluate_split
 
 CPU = torch.device("cpu")
+
+
+def augment(images: torch.Tensor, *, flip: bool, crop: int, generator: torch.Generator):
+    """The flips and padded crops of small stored images (no evaluation view)."""
+    return Augmentation(flip=flip, crop=crop)(images, lambda x: x, images.shape[-1], generator)
 
 
 def test_index_batches_cover_every_index_once():
@@ -43,9 +49,9 @@ def test_augmentation_is_seeded():
     assert torch.equal(a, b)
 
 
-def test_normalizer_standardises():
+def test_model_input_standardises():
     images = torch.tensor([0, 255], dtype=torch.uint8).view(2, 1, 1, 1)
-    out = Normalizer.from_stats([0.5], [0.5], CPU)(images)
+    out = ModelInput.from_stats([0.5], [0.5], CPU, stored=1)(images)
     assert torch.allclose(out.flatten(), torch.tensor([-1.0, 1.0]))
 
 
@@ -54,7 +60,7 @@ def test_evaluate_split_matches_a_plain_loop():
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
     images = torch.randint(0, 255, (10, 1, 4, 4), dtype=torch.uint8)
     labels = torch.randint(0, 3, (10,))
-    normalize = Normalizer.from_stats([0.5], [0.25], CPU)
+    normalize = ModelInput.from_stats([0.5], [0.25], CPU, stored=4)
     result = evaluate_split(model, images, labels, normalize, batch_size=3)
     logits = model(normalize(images))
     assert abs(result.loss - torch.nn.functional.cross_entropy(logits, labels).item()) < 1e-5

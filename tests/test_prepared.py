@@ -23,7 +23,8 @@ from PIL import Image
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import DataParams
 from visiontune.data import preprocess
-from visiontune.data.batches import BatchSource, Normalizer
+from visiontune.data.augmentation import Augmentation
+from visiontune.data.batches import BatchSource, ModelInput
 from visiontune.data.decoding import image_to_array
 from visiontune.data.download import download
 from visiontune.data.prepared import SPLITS, load_meta, open_split, split_files, writing
@@ -169,14 +170,26 @@ def _saved_with_exif(image: Image.Image, exif: Image.Exif) -> Image.Image:
     return Image.open(buffer)
 
 
-@pytest.mark.parametrize(("flip", "crop"), [(False, 0), (True, 2)])
-def test_streamed_batches_equal_resident_batches(prepared: Path, flip: bool, crop: int) -> None:
+@pytest.mark.parametrize(
+    "augmentation",
+    [
+        Augmentation(),
+        Augmentation(flip=True, crop=2),
+        Augmentation(flip=True, resized_crop=True, jitter=0.4),
+    ],
+)
+def test_streamed_batches_equal_resident_batches(
+    prepared: Path, augmentation: Augmentation
+) -> None:
     meta = json.loads((prepared / "meta.json").read_text())
-    normalize = Normalizer.from_stats(meta["mean"], meta["std"], torch.device("cpu"))
+    size, cpu = meta["image_size"], torch.device("cpu")
+    normalize = ModelInput.from_stats(
+        meta["mean"], meta["std"], cpu, stored=size, crop_pct=0.875, size=size // 2
+    )
     stored = open_split(prepared, "train")
     labels = torch.from_numpy(stored.labels)
-    resident = BatchSource(torch.from_numpy(stored.read()), labels, normalize, flip=flip, crop=crop)
-    streamed = BatchSource(stored, labels, normalize, flip=flip, crop=crop)
+    resident = BatchSource(torch.from_numpy(stored.read()), labels, normalize, augmentation)
+    streamed = BatchSource(stored, labels, normalize, augmentation)
     assert streamed.streamed and not resident.streamed
     for generator_seed in (None, 3):
         runs = []
@@ -196,10 +209,13 @@ def test_streamed_batches_equal_resident_batches(prepared: Path, flip: bool, cro
 def test_a_split_over_the_budget_streams(photo_raw: Path, tmp_path: Path) -> None:
     preprocess.prepare(photo_raw, tmp_path, DataParams(channels=3, image_size=64))
     meta, cpu = load_meta(tmp_path), torch.device("cpu")
-    normalize = Normalizer.from_stats(meta.mean, meta.std, cpu)
+    normalize = ModelInput.from_stats(meta.mean, meta.std, cpu, stored=64)
     assert open_split(tmp_path, "train").nbytes == 126 * 3 * 64 * 64  # 1.5 MB
-    over = BatchSource.of_split(tmp_path, "train", normalize, cpu, resident_mb=1, flip=True)
-    under = BatchSource.of_split(tmp_path, "train", normalize, cpu, resident_mb=2, flip=True)
+    flips = Augmentation(flip=True)
+    over = BatchSource.of_split(
+        tmp_path, "train", normalize, cpu, resident_mb=1, augmentation=flips
+    )
+    under = BatchSource.of_split(tmp_path, "train", normalize, cpu, 2, flips)
     assert over.streamed and not under.streamed
     runs = [list(s.batches(32, torch.Generator().manual_seed(1))) for s in (over, under)]
     assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(*runs, strict=True))

@@ -4,10 +4,11 @@ A split that fits the device budget (:func:`resident_budget`) moves to the devic
 uint8 tensors (N, C, H, W), and a batch is an index gather from it; a larger split stays
 in its file and each batch is gathered from it memory-mapped (pinned and copied
 asynchronously on CUDA), the next batch gathered in a thread while the current one
-trains. Either way a batch is then augmented as one tensor when training (random
-horizontal flips, padded random crops, drawn per image) and normalised to float: the
-batches are the same, batch for batch. :class:`BatchSource` is the one place batches are
-made: the trainer's epochs, the finders' and the profiler's steps, and scoring.
+trains. Either way a batch is then augmented as one tensor when training
+(:mod:`visiontune.data.augmentation`) or given the evaluation view otherwise, and
+standardised to float (:class:`ModelInput`): the batches are the same, batch for batch.
+:class:`BatchSource` is the one place batches are made: the trainer's epochs, the finders'
+and the profiler's steps, and scoring.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from visiontune.data.augmentation import Augmentation
 from visiontune.data.prepared import StoredSplit, open_split
 
 AUTO_CPU_BUDGET_MB = 1024  # train.resident_mb 0 on the CPU: larger splits stream
@@ -27,22 +29,60 @@ AUTO_CUDA_SHARE = 0.5  # train.resident_mb 0 on CUDA: this share of the free dev
 
 
 @dataclass(frozen=True)
-class Normalizer:
-    """uint8 images -> float, standardised per channel with the train split's mean/std."""
+class ModelInput:
+    """Stored uint8 images (N, C, S, S) -> the network's float input, deterministically: the
+    centre square of ``crop`` pixels resized to ``size`` (the evaluation view; the identity
+    when both are S), then standardised per channel with ``mean``/``std`` (0..1 scale).
+
+    Evaluation, robustness, drift, serving and the ONNX export all see images through it;
+    training draws its own crops (:class:`~visiontune.data.augmentation.Augmentation`) and
+    standardises them the same way.
+    """
 
     scale: torch.Tensor
     shift: torch.Tensor
+    crop: int
+    size: int
 
     @classmethod
     def from_stats(
-        cls, mean: Sequence[float], std: Sequence[float], device: torch.device
-    ) -> Normalizer:
+        cls,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: torch.device,
+        *,
+        stored: int,
+        crop_pct: float = 1.0,
+        size: int = 0,
+    ) -> ModelInput:
+        """The input of a model taking ``size`` pixels (0 = ``stored``) that evaluates the
+        centre ``crop_pct`` of each side of images stored at ``stored`` pixels."""
         mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         std_t = torch.tensor(std, device=device).view(1, -1, 1, 1).clamp_min(1e-6)
-        return cls(scale=1.0 / (255.0 * std_t), shift=-mean_t / std_t)
+        crop = max(1, round(stored * crop_pct))
+        return cls(
+            scale=1.0 / (255.0 * std_t), shift=-mean_t / std_t, crop=crop, size=size or stored
+        )
+
+    def view(self, images: torch.Tensor) -> torch.Tensor:
+        """The centre ``crop`` square of each image, resized to ``size`` (bilinear,
+        antialiased; float 0..255), or the images as they are when no view is needed."""
+        stored = images.shape[-1]
+        if self.crop != stored:
+            top = (stored - self.crop) // 2
+            images = images[..., top : top + self.crop, top : top + self.crop]
+        if self.crop != self.size:
+            images = F.interpolate(
+                images.float(), size=(self.size, self.size), mode="bilinear", antialias=True
+            )
+        return images
+
+    def standardise(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (any dtype, 0..255) as float, standardised per channel."""
+        return torch.addcmul(self.shift, images.float(), self.scale)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.shift, images.float(), self.scale)
+        return self.standardise(self.view(images))
 
 
 @dataclass(frozen=True)
@@ -59,33 +99,29 @@ class Batch:
 class BatchSource:
     """One split on the device, served as model-ready batches.
 
-    ``flip`` and ``crop`` (``train.flip``, ``train.crop``) augment the batches of a pass
-    shuffled by a generator (training); a pass without one is in order and as stored.
+    ``augmentation`` (``train.*``) makes the batches of a pass shuffled by a generator
+    (training); a pass without one is in order, through ``model_input``'s evaluation view.
     """
 
     def __init__(
         self,
         images: torch.Tensor | StoredSplit,
         labels: torch.Tensor,
-        normalize: Normalizer,
-        *,
-        flip: bool = False,
-        crop: int = 0,
+        model_input: ModelInput,
+        augmentation: Augmentation | None = None,
     ) -> None:
-        self.images, self.labels, self.normalize = images, labels, normalize
-        self.flip, self.crop = flip, crop
+        self.images, self.labels, self.input = images, labels, model_input
+        self.augmentation = augmentation or Augmentation()
 
     @classmethod
     def of_split(
         cls,
         prepared_dir: Path,
         split: str,
-        normalize: Normalizer,
+        model_input: ModelInput,
         device: torch.device,
         resident_mb: int = 0,
-        *,
-        flip: bool = False,
-        crop: int = 0,
+        augmentation: Augmentation | None = None,
     ) -> BatchSource:
         """A prepared split's batches on ``device``: moved there whole when it fits
         :func:`resident_budget`, else streamed from its file."""
@@ -94,7 +130,7 @@ class BatchSource:
         images: torch.Tensor | StoredSplit = stored
         if stored.nbytes <= resident_budget(device, resident_mb):
             images = torch.from_numpy(stored.read()).to(device)
-        return cls(images, labels, normalize, flip=flip, crop=crop)
+        return cls(images, labels, model_input, augmentation)
 
     @property
     def streamed(self) -> bool:
@@ -155,9 +191,10 @@ class BatchSource:
     def _batch(
         self, idx: torch.Tensor, images: torch.Tensor, generator: torch.Generator | None
     ) -> Batch:
-        if generator is not None and (self.flip or self.crop):
-            images = augment(images, flip=self.flip, crop=self.crop, generator=generator)
-        return Batch(self.normalize(images), self.labels[idx])
+        if generator is None:
+            return Batch(self.input(images), self.labels[idx])
+        images = self.augmentation(images, self.input.view, self.input.size, generator)
+        return Batch(self.input.standardise(images), self.labels[idx])
 
 
 def read_split(prepared_dir: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,27 +223,3 @@ def index_batches(
     """Index slices covering 0..n-1 on ``device``, shuffled when a generator is given."""
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
     yield from order.to(device).split(batch_size)
-
-
-def augment(
-    images: torch.Tensor, *, flip: bool, crop: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Random horizontal flips and padded random crops, drawn per image, on a whole batch."""
-    if flip:
-        mask = torch.rand(images.shape[0], generator=generator) < 0.5
-        images = torch.where(mask.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
-    if crop:
-        images = _random_crop(images, crop, generator)
-    return images
-
-
-def _random_crop(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
-    n, _, h, w = images.shape
-    padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(images.device)
-    rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
-    cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
-    batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
-    channel = torch.arange(images.shape[1], device=images.device).view(1, -1, 1, 1)
-    return padded[batch, channel, rows, cols]

@@ -29,7 +29,7 @@ def features(trained: TrainedModel, images: torch.Tensor, batch_size: int = 512)
     handle = classifier_head(model).register_forward_pre_hook(capture)
     try:
         for start in range(0, len(images), batch_size):
-            model(trained.normalize(images[start : start + batch_size].to(trained.device)))
+            model(trained.input(images[start : start + batch_size].to(trained.device)))
     finally:
         handle.remove()
     return torch.cat(captured)

@@ -20,8 +20,10 @@ from visiontune.config.params import Params, SpaceParam
 from visiontune.data.input_stats import InputStats
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
+    from visiontune.data.batches import ModelInput
     from visiontune.data.prepared import PreparedMeta
 
 
@@ -57,6 +59,25 @@ class ModelMeta:
             reference=prepared.reference,
         )
 
+    @property
+    def input_size(self) -> int:
+        """The network's input side: ``model.input_size``, or the stored ``image_size``."""
+        return self.params.model.input_size or self.image_size
+
+    def model_input(self, device: torch.device) -> ModelInput:
+        """How this model's stored images become its input on ``device``: the centre
+        ``model.crop_pct`` of each side resized to :attr:`input_size`, standardised."""
+        from visiontune.data.batches import ModelInput
+
+        return ModelInput.from_stats(
+            self.mean,
+            self.std,
+            device,
+            stored=self.image_size,
+            crop_pct=self.params.model.crop_pct,
+            size=self.input_size,
+        )
+
     def build_model(self, *, load_pretrained: bool = False) -> nn.Module:
         """A new network for this meta (channels_last, in train mode).
 
@@ -70,7 +91,7 @@ class ModelMeta:
         if not load_pretrained:
             model = dataclasses.replace(model, pretrained=False)
         return build_model(
-            model, num_classes=len(self.classes), channels=self.channels, image_size=self.image_size
+            model, num_classes=len(self.classes), channels=self.channels, image_size=self.input_size
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """ONNX export, int8 quantization and onnxruntime inference of a visiontune checkpoint.
 
-The ONNX graph takes the raw uint8 batch (N, C, S, S), N dynamic, standardises it with the
-checkpoint's mean/std exactly as ``batches.Normalizer`` does, and outputs logits (N, K);
+The ONNX graph takes the raw uint8 batch (N, C, S, S) as stored, N dynamic, gives it the
+evaluation view and standardises it exactly as ``batches.ModelInput`` does, and outputs
+logits (N, K);
 ``OnnxModel.probabilities`` applies the softmax in float32 (so int8 quantization never
 rounds probabilities). The checkpoint's :class:`ModelMeta`, with how it was exported
 (:class:`ExportMeta`), is stored as JSON in the model's ``metadata_props`` under
@@ -116,21 +117,24 @@ def export_onnx(model_path: Path, out_path: Path) -> None:
 
 
 def with_normalisation(trained: TrainedModel) -> torch.nn.Module:
-    """The trained network preceded by its normalisation, one module: uint8 images in,
-    logits out (on the model's device; the exporter's is the CPU)."""
+    """The trained network preceded by its input (evaluation view and standardisation), one
+    module: stored uint8 images in, logits out (on the model's device; the exporter's is
+    the CPU)."""
     import torch
 
-    from visiontune.data.batches import Normalizer
+    from visiontune.data.batches import ModelInput
+
+    view = trained.input
 
     class RawImageModel(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = trained.network
-            self.register_buffer("scale", trained.normalize.scale)
-            self.register_buffer("shift", trained.normalize.shift)
+            self.register_buffer("scale", view.scale)
+            self.register_buffer("shift", view.shift)
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            return self.model(Normalizer(self.scale, self.shift)(images))
+            return self.model(ModelInput(self.scale, self.shift, view.crop, view.size)(images))
 
     return RawImageModel().eval()
 

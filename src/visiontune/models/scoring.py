@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visiontune.data.batches import Batch, BatchSource, Normalizer
+from visiontune.data.batches import Batch, BatchSource, ModelInput
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import resolve_device, set_threads
@@ -31,11 +31,11 @@ def evaluate_split(
     model: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    normalize: Normalizer,
+    model_input: ModelInput,
     batch_size: int,
 ) -> EvalResult:
     """Plain (unsmoothed) cross-entropy and accuracy of ``model`` on a whole split."""
-    return evaluate_batches(model, BatchSource(images, labels, normalize).batches(batch_size))
+    return evaluate_batches(model, BatchSource(images, labels, model_input).batches(batch_size))
 
 
 @torch.no_grad()
@@ -66,30 +66,30 @@ def evaluate_batches(model: nn.Module, batches: Iterable[Batch]) -> EvalResult:
 @dataclass(frozen=True)
 class TrainedModel:
     """A trained model ready to score: its network (eval mode) on ``device``, its meta, and
-    the normaliser of the split it was trained on. Images in are uint8 (N, C, S, S)."""
+    its input (:meth:`ModelMeta.model_input`). Images in are uint8 (N, C, S, S) as stored."""
 
     network: nn.Module
     meta: ModelMeta
-    normalize: Normalizer
+    input: ModelInput
     device: torch.device
 
     def evaluate(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int) -> EvalResult:
         """:func:`evaluate_split` of the images and labels, moved to the model's device."""
         images, labels = images.to(self.device), labels.to(self.device)
-        return evaluate_split(self.network, images, labels, self.normalize, batch_size)
+        return evaluate_split(self.network, images, labels, self.input, batch_size)
 
     def score_split(
         self, prepared_dir: Path, split: str, batch_size: int, resident_mb: int = 0
     ) -> tuple[EvalResult, torch.Tensor]:
         """:func:`evaluate_batches` of a prepared split (through its batch source), and the
         split's labels (on the CPU)."""
-        source = BatchSource.of_split(prepared_dir, split, self.normalize, self.device, resident_mb)
+        source = BatchSource.of_split(prepared_dir, split, self.input, self.device, resident_mb)
         return evaluate_batches(self.network, source.batches(batch_size)), source.labels.cpu()
 
     @torch.inference_mode()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """Softmax probabilities, float32 (N, K), on the model's device."""
-        logits = self.network(self.normalize(images.to(self.device)))
+        logits = self.network(self.input(images.to(self.device)))
         return torch.softmax(logits.float(), dim=1)
 
 
@@ -101,4 +101,4 @@ def load_trained(path: Path, device: str = "cpu", threads: int = 0) -> TrainedMo
     set_threads(threads)
     where = resolve_device(device)
     network, meta = load_checkpoint(Path(path), where)
-    return TrainedModel(network, meta, Normalizer.from_stats(meta.mean, meta.std, where), where)
+    return TrainedModel(network, meta, meta.model_input(where), where)

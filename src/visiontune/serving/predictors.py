@@ -32,7 +32,7 @@ class Predictor(Protocol):
 
 
 class TorchPredictor:
-    """A ``.pt`` checkpoint on the CPU, normalised with its train split's mean/std."""
+    """A ``.pt`` checkpoint on the CPU, images going through its ``ModelInput``."""
 
     format = "torch"
     source_md5: str | None = None

@@ -97,7 +97,7 @@ def fit(
     trainer = train.new_trainer(params)
     model, meta = trainer.model, train.meta
     val_source = BatchSource.of_split(
-        prepared_dir, "val", train.source.normalize, train.device, cfg.resident_mb
+        prepared_dir, "val", train.source.input, train.device, cfg.resident_mb
     )
 
     history: list[EpochResult] = []

@@ -12,14 +12,17 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
 from visiontune.config.params import Params, TrainParams
-from visiontune.data.batches import Batch, BatchSource, Normalizer
+from visiontune.data.augmentation import Augmentation
+from visiontune.data.batches import Batch, BatchSource
 from visiontune.data.prepared import load_meta
+from visiontune.models.features import classifier_head
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure, resolve_device
 
@@ -29,7 +32,11 @@ PHASES = ("data/augment", "forward", "backward", "optimizer step")
 
 class Trainer:
     """Optimizer, schedule and loss for one model, and the generator that shuffles and
-    augments its batches (seeded from ``train.seed``)."""
+    augments its batches (seeded from ``train.seed``).
+
+    The backbone (every parameter but the classifier head's) learns at ``model.lr`` times
+    ``model.backbone_lr_ratio`` and is frozen for the first ``train.freeze_epochs`` epochs.
+    """
 
     phase: Callable[[str], AbstractContextManager] = nullcontext
 
@@ -38,11 +45,21 @@ class Trainer:
         self.cfg = params.train
         self.device = device
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
-        self.optimizer = _optimizer(model, params.model.lr, self.cfg)
-        self.total_steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
-        self.scheduler = _scheduler(
-            self.optimizer, params.model.lr, self.cfg.schedule, self.total_steps
+        head = {id(p) for p in classifier_head(model).parameters()}
+        self.backbone = [p for p in model.parameters() if id(p) not in head]
+        groups = _param_groups(
+            model, self.backbone, params.model.lr, params.model.backbone_lr_ratio
         )
+        self.optimizer = _optimizer(groups, params.model.lr, self.cfg)
+        self.total_steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
+        self.scheduler = _scheduler(self.optimizer, self.cfg.schedule, self.total_steps)
+        self.epochs_done = 0
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Fix the backbone's weights (only the head learns; batch norm statistics still
+        follow the data) or let them learn again."""
+        for param in self.backbone:
+            param.requires_grad_(not frozen)
 
     def made(self, batches: Iterator[Batch]) -> Iterator[Batch]:
         """``batches``, each one made (gathered, augmented, normalised) in the data phase."""
@@ -71,6 +88,9 @@ class Trainer:
     def epoch(self, source: BatchSource, desc: str) -> tuple[float, float]:
         """One pass over ``source``'s shuffled, augmented batches; mean loss and accuracy."""
         self.model.train()
+        if self.cfg.freeze_epochs:
+            self.freeze_backbone(self.epochs_done < self.cfg.freeze_epochs)
+        self.epochs_done += 1
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         seen = 0
@@ -98,10 +118,14 @@ class TrainSplit:
         """The train split on ``train.device``, for ``params``'s model."""
         device = resolve_device(params.train.device)
         meta = ModelMeta.trained_on(load_meta(prepared_dir), params)
-        normalize = Normalizer.from_stats(meta.mean, meta.std, device)
         cfg = params.train
         source = BatchSource.of_split(
-            prepared_dir, "train", normalize, device, cfg.resident_mb, flip=cfg.flip, crop=cfg.crop
+            prepared_dir,
+            "train",
+            meta.model_input(device),
+            device,
+            cfg.resident_mb,
+            Augmentation.of(cfg),
         )
         return cls(device, source, meta)
 
@@ -112,20 +136,32 @@ class TrainSplit:
         return Trainer(model, params, len(self.source), self.device)
 
 
-def _optimizer(model: torch.nn.Module, lr: float, cfg: TrainParams) -> torch.optim.Optimizer:
-    params = model.parameters()
+def _param_groups(
+    model: torch.nn.Module, backbone: list[torch.nn.Parameter], lr: float, ratio: float
+) -> list[dict[str, Any]]:
+    """One group of every parameter, or with a backbone ratio the backbone's at ``lr`` times
+    ``ratio`` and the head's at ``lr``."""
+    if ratio == 1:
+        return [{"params": list(model.parameters())}]
+    backbone_ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in backbone_ids]
+    return [{"params": backbone, "lr": lr * ratio}, {"params": head, "lr": lr}]
+
+
+def _optimizer(groups: list[dict[str, Any]], lr: float, cfg: TrainParams) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=cfg.weight_decay)
 
 
 def _scheduler(
-    optimizer: torch.optim.Optimizer, lr: float, schedule: str, total_steps: int
+    optimizer: torch.optim.Optimizer, schedule: str, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
     if schedule == "onecycle":
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps)
+        peaks = [group["lr"] for group in optimizer.param_groups]  # each group's own
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total_steps)
     return None
