@@ -1,5 +1,5 @@
 """A folder of photos through the real pipeline: dvc exp run in the workspace, --temp and
-the queue, with the train split streamed from its file."""
+the queue, with the train split streamed from its file and augmented as photos are."""
 
 from __future__ import annotations
 
@@ -17,8 +17,13 @@ def test_a_photo_folder_streams_through_exp_run_temp_and_the_queue(tmp_path: Pat
     overrides = {
         **SHRINK,
         "data": {"source": str(photos), "image_size": 64, "channels": 3},
+        "model": {"input_size": 48, "crop_pct": 0.875},  # evaluated: the centre 56 px, resized
         # 1 MB: the 210-image train split (2.6 MB) streams from its file, val and test do not
-        "train": {**SHRINK["train"], "resident_mb": 1},
+        "train": {
+            **SHRINK["train"],
+            "resident_mb": 1,
+            **{"crop": 0, "flip": True, "resized_crop": True, "color_jitter": 0.4},
+        },
     }
     repo = DvcRepo.copy_of_project(tmp_path / "repo", overrides)
 
@@ -33,7 +38,8 @@ def test_a_photo_folder_streams_through_exp_run_temp_and_the_queue(tmp_path: Pat
     assert {"streamed", "resident", "queued"} <= set(rows)
     data = rows["streamed"]["metrics"]["metrics/data.json"]["data"]["images"]
     assert (data["train"], data["val"], data["test"]) == (210, 45, 45)
-    # Streamed or moved whole to the device, the same batches train the same model.
+    # Streamed or moved whole to the device, the same random crops and jitter make the same
+    # batches, which train the same model.
     assert rows["resident"]["metrics"] == rows["streamed"]["metrics"]
     assert rows["queued"]["metrics"] != rows["streamed"]["metrics"]
     for row in rows.values():
