@@ -102,6 +102,8 @@ COPY --chown=visiontune:visiontune .dvc/config .dvc/config
 COPY --chown=visiontune:visiontune .dvc/plots/ .dvc/plots/
 COPY --chown=visiontune:visiontune stages/ stages/
 COPY --chown=visiontune:visiontune src/ src/
+# weights/: the train stage's starting weights (model.weights), as far as this tree holds them
+COPY --chown=visiontune:visiontune weights/ weights/
 
 # Numeric, so that a runtime (Kubernetes runAsNonRoot) can tell it is not root.
 USER 1000:1000

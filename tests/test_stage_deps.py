@@ -65,6 +65,14 @@ def test_stage_lists_exactly_the_source_files_it_imports(stage: str) -> None:
     assert sorted(sources - closure) == [], f"dvc.yaml stage {stage} lists but does not import"
 
 
+def test_every_stage_that_builds_from_model_params_depends_on_the_weights_file() -> None:
+    """model.weights names data: a stage reading model.* starts a model from that file (DVC
+    resolves the template from params.yaml; with "" it is the weights/ folder)."""
+    for stage, spec in STAGES.items():
+        builds = "model" in spec.get("params", [])
+        assert ("weights/${model.weights}" in spec["deps"]) == builds, stage
+
+
 def test_dvc_yaml_and_the_code_name_the_same_outputs() -> None:
     from visiontune.config import paths
 

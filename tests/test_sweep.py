@@ -151,6 +151,17 @@ def test_a_cell_key_covers_every_param_and_the_data(prepared, tmp_path, make_ima
     assert CellStore(tmp_path / "store", other).key(params) != store.key(params)
 
 
+def test_a_cell_key_covers_the_content_of_its_weights_file(prepared, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a repository root: weights/ is relative to it
+    (tmp_path / "weights").mkdir()
+    params = sweep_params(model={"name": "resnet18", "weights": "w.pt"})
+    keys = [CellStore(tmp_path / "store", prepared).key(params)]
+    for content in (b"first", b"second"):
+        (tmp_path / "weights" / "w.pt").write_bytes(content)
+        keys.append(CellStore(tmp_path / "store", prepared).key(params))
+    assert len(set(keys)) == 3
+
+
 def test_an_unreadable_stored_cell_is_trained_again(prepared, tmp_path):
     store = CellStore(tmp_path / "store", prepared)
     params = sweep_params(x_values=[0.01], y_values=[4])

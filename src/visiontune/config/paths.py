@@ -19,6 +19,7 @@ RAW = Path("data/raw")  # download
 PREPARED = Path("data/prepared")  # preprocess
 DATA_METRICS = Path("metrics/data.json")
 MODEL = Path("models/model.pt")  # train
+WEIGHTS = Path("weights")  # train, sweep: model.weights names a file in it (DVC-tracked)
 TRAIN_LIVE = Path("plots/train")  # DVCLive's folder: plots/metrics/{train,val}/{loss,acc}.tsv
 TRAIN_SERIES = "plots/train/plots/metrics/{}.tsv"  # one series, e.g. val/acc
 TRAIN_METRICS = Path("metrics/train.json")

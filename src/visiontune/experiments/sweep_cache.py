@@ -1,7 +1,8 @@
 """A content-addressed store of sweep cell results, shared by every run on this machine.
 
 A cell's result depends only on its effective params (``model.*`` and ``train.*`` after the
-cell's overrides), the prepared data it trains on, the code that trains it (every source
+cell's overrides), the weights file it starts from (``model.weights``), the prepared data it
+trains on, the code that trains it (every source
 file the sweep module imports, lazily or not) and the libraries and device that code runs
 on. A cell's key is the sha256 of all of these, so a
 stored result is reused only where training again would give the same numbers. The
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.config.params import Params
+from visiontune.config.paths import WEIGHTS
 from visiontune.data.prepared import stored_files
 from visiontune.experiments.dvc_git import dvc_cache_dir
 from visiontune.experiments.source_closure import PACKAGE, import_closure
@@ -42,6 +44,7 @@ class CellStore:
     def __init__(self, folder: Path, prepared_dir: Path):
         self.folder = folder
         self.context = _context(prepared_dir)
+        self._weights: dict[str, str | None] = {}
 
     @classmethod
     def for_repo(cls, root: Path, prepared_dir: Path) -> CellStore:
@@ -55,6 +58,8 @@ class CellStore:
             "train": dataclasses.asdict(params.train),
             "context": self.context,
         }
+        if params.model.weights:
+            cell["weights"] = self._weights_digest(params.model.weights)
         return _sha256(json.dumps(cell, sort_keys=True).encode())
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -71,6 +76,16 @@ class CellStore:
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         partial.write_text(json.dumps(result, sort_keys=True) + "\n")
         partial.replace(path)
+
+    def _weights_digest(self, name: str) -> str | None:
+        """The sha256 of ``weights/<name>`` (None if unreadable: training then says why)."""
+        if name not in self._weights:
+            try:
+                with (WEIGHTS / name).open("rb") as file:
+                    self._weights[name] = hashlib.file_digest(file, "sha256").hexdigest()
+            except OSError:
+                self._weights[name] = None
+        return self._weights[name]
 
     def _path(self, key: str) -> Path:
         return self.folder / key[:2] / f"{key}.json"

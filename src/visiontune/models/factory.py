@@ -1,6 +1,8 @@
 """Networks chosen by ``model.name``: the configurable CNN (:mod:`visiontune.models.cnn`)
-or any timm model, checked to take ``data.image_size``. timm is imported only when a timm
-model is built; nothing on the params-validation path imports this module.
+or any timm model, checked to take ``data.image_size``, starting from the weights that
+``model.weights`` or ``model.pretrained`` ask for (:mod:`visiontune.models.pretrained`).
+timm is imported only when a timm model is built; nothing on the params-validation path
+imports this module.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from torch import nn
 
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.models.cnn import build_cnn
+from visiontune.models.pretrained import hub_overlay, is_load_error, misfit, weights_overlay
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -59,27 +62,58 @@ def build_model(
 def _timm_model(
     model: ModelParams, *, num_classes: int, channels: int, image_size: int
 ) -> nn.Module:
-    """``timm.create_model``, checked to run on a zeros batch of the image size."""
+    """``timm.create_model``, from the starting weights asked for, checked to run on a zeros
+    batch of the image size."""
     import timm
 
     _check_timm_name(timm, model)
+    overlay = None
+    if model.weights:
+        overlay = weights_overlay(timm, model.name, model.weights)
+    elif model.pretrained:
+        overlay = hub_overlay(timm, model.name)
     kwargs = {
-        "pretrained": model.pretrained,
+        "pretrained": overlay is not None,
+        "pretrained_cfg_overlay": overlay,
         "num_classes": num_classes,
         "in_chans": channels,
         "drop_rate": model.dropout,
     }
     try:
         net = _create(timm, model.name, kwargs, image_size)
+    except RuntimeError as exc:
+        if not (model.weights and is_load_error(exc)):
+            raise
+        raise misfit(model.weights, model.name, exc) from None
     except OSError as exc:
         if not model.pretrained:
             raise
         raise VisiontuneError(
-            f"model.pretrained=true needs a network to fetch weights for {model.name} "
+            f"model.pretrained=true: fetching the weights of {model.name} failed "
             f"({reason(exc, innermost=True)})"
         ) from None
     _probe(timm, net, model.name, channels, image_size)
     return net
+
+
+def pretrained_mean_std(
+    model: ModelParams, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The input mean and std that ``model.name``'s pretrained weights were trained with
+    (timm's pretrained config), per channel; one channel gets the mean of the three."""
+    import timm
+
+    _check_timm_name(timm, model)
+    cfg = timm.models.get_pretrained_cfg(model.name)
+    if cfg is None:
+        raise VisiontuneError(
+            f"model.mean_std=pretrained: timm has no pretrained config for {model.name}; "
+            "set model.mean_std=data"
+        )
+    mean, std = tuple(float(m) for m in cfg.mean), tuple(float(s) for s in cfg.std)
+    if channels == 1:
+        return (sum(mean) / len(mean),), (sum(std) / len(std),)
+    return mean, std
 
 
 def _check_timm_name(timm: ModuleType, model: ModelParams) -> None:
@@ -103,7 +137,8 @@ def _create(timm: ModuleType, name: str, kwargs: dict, image_size: int) -> nn.Mo
     Entrypoints are all ``fn(pretrained, **kwargs)``, so only the class constructor
     knows; it rejects the keyword, naming it, before building anything. Trying with it
     and retrying without on that TypeError was checked on every timm 1.0.31 model. Any
-    other failure here, but a download's OSError, comes from the size it was built for.
+    other failure here, but a download's OSError or weights of other shapes, comes from the
+    size it was built for.
     """
     try:
         return timm.create_model(name, img_size=image_size, **kwargs)
@@ -113,6 +148,8 @@ def _create(timm: ModuleType, name: str, kwargs: dict, image_size: int) -> nn.Mo
     except OSError:
         raise
     except Exception as exc:
+        if kwargs["pretrained"] and is_load_error(exc):
+            raise  # weights that do not fit: the caller names them
         raise _size_error(timm, name, image_size, exc) from None
     return timm.create_model(name, **kwargs)
 

@@ -32,10 +32,11 @@ class ModelMeta:
     """The params a model was trained with and the images it takes.
 
     ``classes`` are the names of its outputs, in order; it takes uint8 images of
-    ``channels`` x ``image_size`` x ``image_size``, standardised per channel with the
-    train split's ``mean`` and ``std`` (on a 0..1 scale). ``reference`` is the train
-    split's input statistics, which drift checks compare against (None in a model trained
-    before they were recorded). Fields are in the checkpoint's key order.
+    ``channels`` x ``image_size`` x ``image_size``, standardised per channel with ``mean``
+    and ``std`` (on a 0..1 scale: the train split's, or the pretrained weights' own).
+    ``reference`` is the train split's input statistics, which drift checks compare against
+    (None in a model trained before they were recorded). Fields are in the checkpoint's key
+    order.
     """
 
     params: Params
@@ -48,14 +49,21 @@ class ModelMeta:
 
     @classmethod
     def trained_on(cls, prepared: PreparedMeta, params: Params) -> ModelMeta:
-        """The meta of a model trained with ``params`` on the prepared dataset ``prepared``."""
+        """The meta of a model trained with ``params`` on the prepared dataset ``prepared``:
+        inputs standardised with the train split's mean/std, or with those of the pretrained
+        weights (``model.mean_std: pretrained``)."""
+        mean, std = prepared.mean, prepared.std
+        if params.model.mean_std == "pretrained":
+            from visiontune.models.factory import pretrained_mean_std
+
+            mean, std = pretrained_mean_std(params.model, prepared.channels)
         return cls(
             params=params,
             classes=prepared.classes,
             channels=prepared.channels,
             image_size=prepared.image_size,
-            mean=prepared.mean,
-            std=prepared.std,
+            mean=mean,
+            std=std,
             reference=prepared.reference,
         )
 
@@ -81,15 +89,15 @@ class ModelMeta:
     def build_model(self, *, load_pretrained: bool = False) -> nn.Module:
         """A new network for this meta (channels_last, in train mode).
 
-        With ``load_pretrained`` it starts from the pretrained weights that
-        ``params.model.pretrained`` asks for (as training does); without, pretrained weights
-        are never fetched, as the caller loads its own (from a checkpoint).
+        With ``load_pretrained`` it starts from the weights that ``params.model.weights`` or
+        ``params.model.pretrained`` ask for (as training does); without, starting weights are
+        never read or fetched, as the caller loads its own (from a checkpoint).
         """
         from visiontune.models.factory import build_model
 
         model = self.params.model
         if not load_pretrained:
-            model = dataclasses.replace(model, pretrained=False)
+            model = dataclasses.replace(model, pretrained=False, weights="")
         return build_model(
             model, num_classes=len(self.classes), channels=self.channels, image_size=self.input_size
         )
