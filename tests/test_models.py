@@ -137,6 +137,10 @@ def test_convnext_rejects_16px_with_a_hint() -> None:
     assert message.startswith("model.name=convnext_atto cannot take data.image_size=16 (")
     assert message.endswith("); try data.image_size >= 32")
     assert "\n" not in message
+    with pytest.raises(VisiontuneError) as info:
+        model = ModelParams(name="convnext_atto", input_size=16)
+        build_model(model, num_classes=NUM_CLASSES, channels=3, image_size=16)
+    assert str(info.value).endswith("); try model.input_size >= 32")  # the param that set it
 
 
 def test_pretrained_without_network_is_one_line(

@@ -80,7 +80,7 @@ def _timm_model(
         "drop_rate": model.dropout,
     }
     try:
-        net = _create(timm, model.name, kwargs, image_size)
+        net = _create(timm, model, kwargs, image_size)
     except RuntimeError as exc:
         if not (model.weights and is_load_error(exc)):
             raise
@@ -92,7 +92,7 @@ def _timm_model(
             f"model.pretrained=true: fetching the weights of {model.name} failed "
             f"({reason(exc, innermost=True)})"
         ) from None
-    _probe(timm, net, model.name, channels, image_size)
+    _probe(timm, net, model, channels, image_size)
     return net
 
 
@@ -131,7 +131,7 @@ def _check_timm_name(timm: ModuleType, model: ModelParams) -> None:
         )
 
 
-def _create(timm: ModuleType, name: str, kwargs: dict, image_size: int) -> nn.Module:
+def _create(timm: ModuleType, model: ModelParams, kwargs: dict, image_size: int) -> nn.Module:
     """Build with ``img_size`` when the constructor takes it (vit, volo, swin, ...).
 
     Entrypoints are all ``fn(pretrained, **kwargs)``, so only the class constructor
@@ -141,7 +141,7 @@ def _create(timm: ModuleType, name: str, kwargs: dict, image_size: int) -> nn.Mo
     size it was built for.
     """
     try:
-        return timm.create_model(name, img_size=image_size, **kwargs)
+        return timm.create_model(model.name, img_size=image_size, **kwargs)
     except TypeError as exc:
         if "img_size" not in str(exc):
             raise
@@ -150,35 +150,39 @@ def _create(timm: ModuleType, name: str, kwargs: dict, image_size: int) -> nn.Mo
     except Exception as exc:
         if kwargs["pretrained"] and is_load_error(exc):
             raise  # weights that do not fit: the caller names them
-        raise _size_error(timm, name, image_size, exc) from None
-    return timm.create_model(name, **kwargs)
+        raise _size_error(timm, model, image_size, exc) from None
+    return timm.create_model(model.name, **kwargs)
 
 
-def _probe(timm: ModuleType, net: nn.Module, name: str, channels: int, image_size: int) -> None:
+def _probe(
+    timm: ModuleType, net: nn.Module, model: ModelParams, channels: int, image_size: int
+) -> None:
     """Run one zeros image through ``net`` (eval mode, no grad); fail on the image size."""
     net.eval()
     try:
         with torch.no_grad():
             net(torch.zeros(1, channels, image_size, image_size))
     except Exception as exc:  # the input shape is the only thing that varies here
-        raise _size_error(timm, name, image_size, exc) from None
+        raise _size_error(timm, model, image_size, exc) from None
     finally:
         net.train()
 
 
 def _size_error(
-    timm: ModuleType, name: str, image_size: int, exc: BaseException
+    timm: ModuleType, model: ModelParams, image_size: int, exc: BaseException
 ) -> VisiontuneError:
-    """The one-line error for a model that cannot take ``data.image_size``."""
+    """The one-line error for a model that cannot take its input size, naming the param
+    that sets it: ``model.input_size``, or ``data.image_size`` when that is 0."""
+    name, key = model.name, "model.input_size" if model.input_size else "data.image_size"
     arch = timm.models.get_arch_name(name)
     known = {example.name: example.min_image_size for example in MODEL_EXAMPLES}
     cfg = timm.models.get_pretrained_cfg(name)
     if image_size < known.get(arch, 0):
-        hint = f"; try data.image_size >= {known[arch]}"
+        hint = f"; try {key} >= {known[arch]}"
     elif cfg is not None:
-        hint = f"; try data.image_size={cfg.input_size[-1]}, the size it was designed for"
+        hint = f"; try {key}={cfg.input_size[-1]}, the size it was designed for"
     else:
         hint = ""
     return VisiontuneError(
-        f"model.name={name} cannot take data.image_size={image_size} ({reason(exc)}){hint}"
+        f"model.name={name} cannot take {key}={image_size} ({reason(exc)}){hint}"
     )
