@@ -18,7 +18,7 @@ from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
 from visiontune.data.batches import BatchSource
 from visiontune.models.meta import ModelMeta
-from visiontune.models.scoring import EvalResult, evaluate_batches
+from visiontune.models.scoring import EvalResult
 from visiontune.training.trainer import TrainSplit
 
 
@@ -90,7 +90,9 @@ def fit(
     Calls ``on_epoch`` after each epoch; a reason it returns before the last epoch stops
     training there (pruned). With ``train.patience`` > 0 training also stops early, and the
     model keeps the best val/acc weights; otherwise it keeps the last epoch's. Raises
-    TrainingDiverged when the loss is no longer finite.
+    TrainingDiverged when the loss is no longer finite. Validation computes as training
+    does (``train.precision``, ``train.compile``); the model returned is the float32,
+    uncompiled one.
     """
     cfg = params.train
     train = TrainSplit.load(params, prepared_dir)
@@ -113,7 +115,7 @@ def fit(
                 f"training diverged: train/loss is {loss} at epoch {epoch}; "
                 f"try a lower model.lr (now {params.model.lr:g})"
             )
-        val = evaluate_batches(model, val_source.batches(2 * cfg.batch_size))
+        val = trainer.evaluate(val_source)
         result = EpochResult(epoch, loss, acc, val)
         history.append(result)
         stop = on_epoch(result) if on_epoch is not None else None

@@ -2,7 +2,9 @@
 one epoch over the train split's batch source.
 
 ``Trainer.phase(name)`` wraps each phase of a step (:data:`PHASES`): a no-op context unless
-the profiler swaps in ``torch.profiler.record_function`` to label them.
+the profiler swaps in ``torch.profiler.record_function`` to label them. ``train.precision``
+and ``train.compile`` act through the Trainer (:mod:`visiontune.training.precision`), so
+every step and validation pass it runs follows them.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from visiontune.data.prepared import load_meta
 from visiontune.models.features import classifier_head
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure, resolve_device
+from visiontune.models.scoring import EvalResult, evaluate_batches
+from visiontune.training.precision import Precision, compiled
 
 # The phases of a training step, in order; Trainer.phase wraps each (the profiler labels them).
 PHASES = ("data/augment", "forward", "backward", "optimizer step")
@@ -36,6 +40,9 @@ class Trainer:
 
     The backbone (every parameter but the classifier head's) learns at ``model.lr`` times
     ``model.backbone_lr_ratio`` and is frozen for the first ``train.freeze_epochs`` epochs.
+    ``model`` is what is saved; ``network`` runs the forward passes: ``model`` compiled
+    with ``train.compile``, else ``model`` itself. ``precision`` (``train.precision``)
+    wraps forward, loss, backward and optimizer step.
     """
 
     phase: Callable[[str], AbstractContextManager] = nullcontext
@@ -44,6 +51,8 @@ class Trainer:
         self.model = model
         self.cfg = params.train
         self.device = device
+        self.precision = Precision.of(self.cfg.precision, device)
+        self.network = compiled(model) if self.cfg.compile else model
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
         head = {id(p) for p in classifier_head(model).parameters()}
         self.backbone = [p for p in model.parameters() if id(p) not in head]
@@ -73,14 +82,14 @@ class Trainer:
     def step(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer (and schedule) step on a batch; returns (logits, loss)."""
         phase = self.phase
-        with phase("forward"):
-            logits = self.model(batch.inputs)
+        with phase("forward"), self.precision.autocast():
+            logits = self.network(batch.inputs)
             loss = F.cross_entropy(logits, batch.labels, label_smoothing=self.cfg.label_smoothing)
         with phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.precision.backward(loss)
         with phase("optimizer step"):
-            self.optimizer.step()
+            self.precision.step(self.optimizer)
             if self.scheduler is not None:
                 self.scheduler.step()
         return logits.detach(), loss.detach()
@@ -102,6 +111,12 @@ class Trainer:
             correct += (logits.argmax(1) == batch.labels).sum()
             seen += len(batch)
         return loss_sum.item() / seen, correct.item() / seen
+
+    def evaluate(self, source: BatchSource) -> EvalResult:
+        """:func:`evaluate_batches` of ``source`` (in order, unaugmented) as training computes:
+        the same network, under the same autocast."""
+        with self.precision.autocast():
+            return evaluate_batches(self.network, source.batches(2 * self.cfg.batch_size))
 
 
 @dataclass(frozen=True)
