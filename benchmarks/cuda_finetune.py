@@ -28,8 +28,7 @@ Usage on a GPU machine (estimated 2-3 minutes on an H200 with the defaults, 4-5 
 --compile; not yet run on a GPU):
     python benchmarks/cuda_finetune.py --images 5000 --size 224
 Options: [--model resnet18] [--epochs 5] [--batch-size 256] [--workers N] [--repeats 2]
-         [--compile] [--plain] (--plain: no resized crops, input_size 0, crop_pct 1, for a
-         library without those params)
+         [--compile]
 """
 
 from __future__ import annotations
@@ -60,7 +59,6 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--repeats", type=int, default=2, help="rounds of both runs")
     parser.add_argument("--compile", action="store_true", help="torch.compile both")
-    parser.add_argument("--plain", action="store_true", help="no resized crops (see above)")
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -86,7 +84,6 @@ def main() -> None:
             f"{device}; {args.model} at {args.size} px, batch {args.batch_size}, "
             f"{args.epochs} epochs (1 warm-up), {run['train']} train / {run['val']} val images; "
             f"preprocess {run['preprocess_s']:.1f} s ({run['image_size']} px)"
-            + (", plain (no resized crops)" if args.plain else "")
             + (", compiled" if args.compile else "")
         )
         rows: dict[str, list[dict]] = {"pipeline": [], "reference": []}
@@ -120,15 +117,14 @@ def _prepare(work: Path, args: argparse.Namespace) -> dict:
     from data_scale import make_photos
 
     make_photos(work / "photos", args.images)
-    crop_pct = 1.0 if args.plain else CROP_PCT
-    image_size = round(args.size / crop_pct)
+    image_size = round(args.size / CROP_PCT)
     params = {
         "data": {"source": str(work / "photos"), "image_size": image_size, "channels": 3},
         "model": {
             "name": args.model,
             "lr": args.lr,
-            "input_size": 0 if args.plain else args.size,
-            "crop_pct": crop_pct,
+            "input_size": args.size,
+            "crop_pct": CROP_PCT,
         },
         "train": {
             "epochs": args.epochs,
@@ -140,7 +136,7 @@ def _prepare(work: Path, args: argparse.Namespace) -> dict:
             "compile": args.compile,
             "flip": True,
             "crop": 0,
-            "resized_crop": not args.plain,
+            "resized_crop": True,
         },
     }
     data = parse_params(params).data
