@@ -51,7 +51,7 @@ def test_float32_is_plain_float32_training(prepared):
     assert steps > 10 and trainer.network is trainer.model
     ours, theirs = trainer.model.state_dict(), bare.model.state_dict()
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
-    val = BatchSource.of_split(prepared, "val", data.source.normalize, data.device)
+    val = BatchSource.of_split(prepared, "val", data.source.input, data.device)
     assert trainer.evaluate(val).predictions.equal(
         evaluate_batches(bare.model, val.batches(64)).predictions
     )
