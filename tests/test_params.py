@@ -75,6 +75,10 @@ def test_a_key_deleted_from_params_yaml_takes_its_shipped_value(tmp_path):
         ),
         ({"model": {"name": "resnet18", "weights": "../a.pt"}}, "model.weights must name a file"),
         ({"model": {"name": "resnet18", "weights": "/a.pt"}}, "model.weights must name a file"),
+        (
+            {"model": {"name": "resnet18", "weights": "weights/a.pt"}},
+            "model.weights names a file inside weights/, without the folder: a.pt, got",
+        ),
         ({"model": {"name": "resnet18", "mean_std": "pretrained"}}, "model.mean_std=pretrained"),
         ({"model": {"mean_std": "imagenet"}}, "model.mean_std must be one of data, pretrained"),
         ({"model": {"backbone_lr_ratio": 0}}, "model.backbone_lr_ratio must be > 0, got 0"),

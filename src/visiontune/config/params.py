@@ -360,6 +360,11 @@ def _check_model(model: ModelParams) -> None:
             f"model.weights must name a file in weights/ (e.g. resnet18.safetensors), "
             f"got {model.weights!r}"
         )
+    if len(path.parts) > 1 and path.parts[0] == "weights":
+        raise ParamsError(
+            f"model.weights names a file inside weights/, without the folder: "
+            f"{Path(*path.parts[1:])}, got {model.weights!r}"
+        )
 
 
 def _check_train(train: TrainParams) -> None:
