@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
