@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import functools
 import http.server
-import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
