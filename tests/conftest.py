@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import functools
 import http.server
 import threading
@@ -30,16 +28,6 @@ LONGEST_FIRST = (
     "test_pruning.py",  # 65
     "test_export.py",  # 55
 )
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """In an xdist worker, torch computes on one thread: the workers keep the cores busy
-    between them, and several processes' OpenMP threads on the same cores spin against
-    each other. Stages run by dvc take their threads from params as always."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        import torch
-
-        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
