@@ -27,6 +27,9 @@ LONGEST_FIRST = (
     "test_report.py",  # 70
     "test_pruning.py",  # 65
     "test_export.py",  # 55
+    "test_pretrained_weights.py",  # 40
+    "test_serve.py",  # 35
+    "test_finetuning.py",  # 30
 )
 
 
