@@ -54,10 +54,11 @@ class Trainer:
         self.precision = Precision.of(self.cfg.precision, device)
         self.network = compiled(model) if self.cfg.compile else model
         self.generator = torch.Generator().manual_seed(self.cfg.seed)
-        head = {id(p) for p in classifier_head(model).parameters()}
-        self.backbone = [p for p in model.parameters() if id(p) not in head]
+        in_head = {id(p) for p in classifier_head(model).parameters()}
+        self.backbone = [p for p in model.parameters() if id(p) not in in_head]
+        head = [p for p in model.parameters() if id(p) in in_head]
         groups = _param_groups(
-            model, self.backbone, params.model.lr, params.model.backbone_lr_ratio
+            model, self.backbone, head, params.model.lr, params.model.backbone_lr_ratio
         )
         self.optimizer = _optimizer(groups, params.model.lr, self.cfg)
         self.total_steps = math.ceil(n_train / self.cfg.batch_size) * self.cfg.epochs
@@ -152,14 +153,16 @@ class TrainSplit:
 
 
 def _param_groups(
-    model: torch.nn.Module, backbone: list[torch.nn.Parameter], lr: float, ratio: float
+    model: torch.nn.Module,
+    backbone: list[torch.nn.Parameter],
+    head: list[torch.nn.Parameter],
+    lr: float,
+    ratio: float,
 ) -> list[dict[str, Any]]:
     """One group of every parameter, or with a backbone ratio the backbone's at ``lr`` times
     ``ratio`` and the head's at ``lr``."""
     if ratio == 1:
         return [{"params": list(model.parameters())}]
-    backbone_ids = {id(p) for p in backbone}
-    head = [p for p in model.parameters() if id(p) not in backbone_ids]
     return [{"params": backbone, "lr": lr * ratio}, {"params": head, "lr": lr}]
 
 
