@@ -62,7 +62,7 @@ def experiment(
     params.update({"train.threads": 0, "train.device": "auto", "tune.seed": 0, "sweep.epochs": 4})
     params.update({name.replace("_", ".", 1): value for name, value in other.items()})
     metrics = {"val.acc": lr * 10 + dropout, "epochs": epochs if ran is None else ran}
-    return Experiment(f"exp-{len(params)}", "0" * 40, False, "success", params, metrics)
+    return Experiment(f"exp-{len(params)}", "0" * 40, "experiment", "success", params, metrics)
 
 
 GRID = [experiment(lr, dropout) for lr in (0.01, 0.02) for dropout in (0, 0.25)]

@@ -13,6 +13,7 @@ import pytest
 from helpers.dvc_repo import DvcRepo
 from PIL import Image
 
+from visiontune.experiments.frame import experiments_frame, to_frame
 from visiontune.experiments.listing import Experiment
 from visiontune.experiments.report import (
     HIGHLIGHTED,
@@ -32,7 +33,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def run(name: str, acc: float | None, state: str = "success", **params: object) -> Experiment:
     metrics = {} if acc is None else {"val.acc": acc, "test.acc": acc - 0.01, "epochs": 3}
     base = {"model.lr": 0.01, "model.width": 16, "sweep.x_values": [0.1, 1]}
-    return Experiment(name, f"rev-{name}", False, state, {**base, **params}, metrics)
+    return Experiment(name, f"rev-{name}", "experiment", state, {**base, **params}, metrics)
 
 
 RUNS = [
@@ -42,10 +43,24 @@ RUNS = [
     run("high", 0.9, **{"sweep.x_values": [0.1, 2]}),
     run("mid", 0.7),
 ]
+FRAME = to_frame(RUNS)
+
+
+def names(frame) -> list[str]:
+    return list(frame.index)
 
 
 def test_runs_are_ranked_by_val_acc_with_runs_without_their_own_last():
-    assert [r.name for r in ranked(RUNS)] == ["high", "mid", "low", "failed", "queued"]
+    assert names(ranked(FRAME)) == ["high", "mid", "low", "failed", "queued"]
+
+
+def test_a_frame_has_run_params_and_metrics_apart_and_only_a_successful_runs_metrics():
+    assert list(FRAME.columns.get_level_values(0).unique()) == ["run", "params", "metrics"]
+    assert list(FRAME.run.columns) == ["rev", "kind", "base", "state", "pruned"]
+    assert FRAME.loc["high", ("params", "sweep.x_values")] == [0.1, 2]
+    assert FRAME.loc["mid", ("metrics", "val.acc")] == 0.7
+    assert FRAME.loc[["failed", "queued"], "metrics"].isna().all(axis=None)  # none of their own
+    assert list(FRAME.run.state) == ["success", "failed", "queued", "success", "success"]
 
 
 def test_runs_are_ranked_by_the_tuned_metric_lowest_loss_first():
@@ -53,20 +68,21 @@ def test_runs_are_ranked_by_the_tuned_metric_lowest_loss_first():
     losses = {"low": 0.9, "high": 0.2, "mid": 0.5}
     runs = [
         Experiment(
-            r.name, r.rev, False, r.state, r.params, {**r.metrics, "val.loss": losses[r.name]}
+            r.name, r.rev, r.kind, r.state, r.params, {**r.metrics, "val.loss": losses[r.name]}
         )
         if r.name in losses
         else r
         for r in RUNS
     ]
-    assert [r.name for r in ranked(runs, "val.loss")] == ["high", "mid", "low", "failed", "queued"]
-    table = build_table(runs, top=5, metric="val.loss")
-    assert table.best.name == "high" and table.metric == "val.loss"
+    frame = to_frame(runs)
+    assert names(ranked(frame, "val.loss")) == ["high", "mid", "low", "failed", "queued"]
+    table = build_table(frame, top=5, metric="val.loss")
+    assert table.best == "high" and table.metric == "val.loss"
 
 
 def test_only_params_that_differ_become_columns():
-    assert differing_params(RUNS) == ["model.lr", "sweep.x_values", "model.blocks"]
-    assert differing_params(RUNS[2:3] + RUNS[4:]) == []
+    assert differing_params(FRAME) == ["model.lr", "sweep.x_values", "model.blocks"]
+    assert differing_params(to_frame(RUNS[2:3] + RUNS[4:])) == []
 
 
 def test_the_tuners_threads_and_device_are_not_differing_hyperparameters():
@@ -76,35 +92,41 @@ def test_the_tuners_threads_and_device_are_not_differing_hyperparameters():
         run("b", 0.7, **{"train.threads": 4, "train.device": "cuda", "model.lr": 0.1}),
         run("c", 0.6, **{"train.threads": 2, "train.resident_mb": 64, "data.workers": 1}),
     ]
-    assert differing_params(runs) == ["model.lr"]
-    assert build_table(runs, top=3).params == ["model.lr"]
+    assert differing_params(to_frame(runs)) == ["model.lr"]
+    assert build_table(to_frame(runs), top=3).params == ["model.lr"]
 
 
 def test_a_pruned_run_shows_as_pruned_with_its_epochs_after_the_finished_ones():
     """``{"pruned": {"epoch": 2, "reason": ...}}`` in train.json flattens to pruned.epoch
     (strings are dropped); a plain truthy ``pruned`` counts too, a falsy one does not."""
-    early = Experiment("early", "rev-e", False, "success", {}, {"val.acc": 0.95, "pruned.epoch": 2})
-    flagged = Experiment("flagged", "rev-f", False, "success", {}, {"val.acc": 0.93, "pruned": 1})
-    kept = Experiment("kept", "rev-k", False, "success", {}, {"val.acc": 0.6, "pruned": 0})
+    early = Experiment(
+        "early", "rev-e", "experiment", "success", {}, {"val.acc": 0.95, "pruned.epoch": 2}
+    )
+    flagged = Experiment(
+        "flagged", "rev-f", "experiment", "success", {}, {"val.acc": 0.93, "pruned": 1}
+    )
+    kept = Experiment("kept", "rev-k", "experiment", "success", {}, {"val.acc": 0.6, "pruned": 0})
     runs = [*RUNS, early, flagged, kept]
-    table = build_table(runs, top=20)
-    assert [r.name for r in table.rows] == [
+    table = build_table(to_frame(runs), top=20)
+    assert names(table.rows) == [
         *("high", "mid", "kept", "low"),  # finished, by val.acc
         *("early", "flagged"),  # pruned: never best, even with a higher val.acc
         *("failed", "queued"),
     ]
-    assert table.best.name == "high"
+    assert table.best == "high"
     rows = {line.split(" | ")[0].lstrip("| "): line for line in markdown_table(table).splitlines()}
     assert rows["early"].endswith("| 0.9500 |  | 2 | pruned |")  # epochs run: where it stopped
     assert rows["flagged"].endswith("| 0.9300 |  |  | pruned |")
     assert rows["kept"].endswith("| success |")
-    stopped = Experiment("s", "rev-s", False, "success", {}, {"epochs": 3, "pruned.epoch": 3})
-    assert markdown_table(build_table([stopped], top=1)).endswith("|  |  | 3 | pruned |")
+    stopped = Experiment(
+        "s", "rev-s", "experiment", "success", {}, {"epochs": 3, "pruned.epoch": 3}
+    )
+    assert markdown_table(build_table(to_frame([stopped]), top=1)).endswith("|  |  | 3 | pruned |")
 
 
 def test_the_table_shows_the_top_runs_marks_the_best_and_counts_the_rest():
-    table = build_table(RUNS, top=2)
-    assert [r.name for r in table.rows] == ["high", "mid"] and table.more == 3
+    table = build_table(FRAME, top=2)
+    assert names(table.rows) == ["high", "mid"] and table.more == 3
     assert table.params == ["sweep.x_values"]
     assert markdown_table(table).splitlines() == [
         "| experiment | sweep.x_values | val acc | test acc | epochs | state |",
@@ -114,7 +136,7 @@ def test_the_table_shows_the_top_runs_marks_the_best_and_counts_the_rest():
         "",
         "… and 3 more experiments",
     ]
-    failed_only = markdown_table(build_table(RUNS[1:3], top=20)).splitlines()
+    failed_only = markdown_table(build_table(to_frame(RUNS[1:3]), top=20)).splitlines()
     assert failed_only[2:] == [
         "| failed | 4 |  |  |  | failed |",
         "| queued |  |  |  |  | queued |",
@@ -160,6 +182,31 @@ def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(baseline_clone
     for name in (*plots, "tune_importance"):
         assert f"](report_plots/{name}.png)" in text
         _check_png(repo.path / "report_plots" / f"{name}.png")
+
+    # The same runs as a DataFrame, with a queued experiment and another branch's tip.
+    repo.dvc("exp", "run", "--queue", "evaluate", "-n", "later", "-S", "model.lr=0.03")
+    repo.git("checkout", "-q", "-b", "feature")
+    repo.git("commit", "-q", "--allow-empty", "-m", "a feature branch")
+    frame = experiments_frame(repo.path, all_branches=True).loc[:, ["run", "params", "metrics"]]
+    repo.git("checkout", "-q", "main")
+    kinds = frame.run.kind.to_dict()
+    assert kinds == {
+        **{"workspace": "workspace", "feature": "baseline", "main": "branch"},
+        **{"a": "experiment", "bad": "experiment", "later": "experiment"},
+    }
+    assert frame.run.state.to_dict() == {
+        **dict.fromkeys(kinds, "success"),
+        "bad": "failed",
+        "later": "queued",
+    }
+    assert frame.loc[["a", "bad", "later"], ("run", "base")].tolist() == ["main"] * 3
+    assert frame.loc["a", ("params", "model.lr")] == 0.02
+    assert frame.loc["later", ("params", "model.lr")] == 0.03
+    for name in ("main", "a"):
+        assert (
+            frame.loc[name, ("metrics", "val.acc")] == _exp_show_metrics(repo, name)["val"]["acc"]
+        )
+    assert frame.loc[["bad", "later"], "metrics"].isna().all(axis=None)  # none of their own
 
     missing = _report(repo.path, "--study", "nope", check=False)
     assert missing.returncode == 1

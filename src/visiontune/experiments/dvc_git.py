@@ -7,6 +7,7 @@ from __future__ import annotations
 import configparser
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from visiontune.config.errors import VisiontuneError
@@ -48,6 +49,35 @@ def run_tool(
             f"{name} failed (exit status {result.returncode})" + (f": {detail}" if detail else "")
         )
     return result
+
+
+def files_at(repo: Path, objects: Sequence[str]) -> list[str | None]:
+    """The texts of git objects named ``rev:path``, read by one ``git cat-file --batch``
+    (one process however many there are); None for one that does not exist."""
+    batch = "".join(f"{name}\n" for name in objects).encode()
+    try:
+        result = subprocess.run(
+            command("git", "cat-file", "--batch"),
+            cwd=repo,
+            input=batch,
+            capture_output=True,
+            timeout=DEFAULT_TIMEOUT,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise VisiontuneError(f"git cat-file --batch failed: {exc}") from None
+    data, at, texts = result.stdout, 0, []
+    for _ in objects:  # "<sha> <type> <size>\n<content>\n", or "<name> missing\n"
+        end = data.index(b"\n", at)
+        header = data[at:end].split()
+        at = end + 1
+        if header[-1] == b"missing":
+            texts.append(None)
+            continue
+        size = int(header[-1])
+        texts.append(data[at : at + size].decode())
+        at += size + 1
+    return texts
 
 
 def last_line(text: str) -> str:

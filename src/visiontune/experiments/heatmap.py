@@ -10,11 +10,13 @@ cells are equals by construction, one row each.
 from __future__ import annotations
 
 import difflib
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
 
 from visiontune.config.errors import VisiontuneError
 
@@ -77,17 +79,17 @@ def aggregate(rows: Iterable[Mapping[str, Any]], *, x: str, y: str, metric: str)
     A row whose metric is missing or not finite (a failed run) still puts its values on
     the axes, but leaves its cell empty.
     """
-    xs: dict[Any, None] = {}
-    ys: dict[Any, None] = {}
-    values: dict[tuple[Any, Any], list[float]] = {}
-    for row in rows:
-        vx, vy, value = row[x], row[y], row.get(metric)
-        xs.setdefault(vx)
-        ys.setdefault(vy)
-        if value is not None and math.isfinite(value):
-            values.setdefault((vx, vy), []).append(float(value))
-    cells = {key: Cell(sum(v) / len(v), len(v)) for key, v in values.items()}
-    return Grid(x, y, metric, list(xs), list(ys), cells)
+    # Objects, not a numeric dtype: the axes keep the values as typed (0 stays 0, not 0.0).
+    frame = pd.DataFrame(list(rows), columns=[x, y, metric], dtype=object)
+    values = pd.to_numeric(frame[metric], errors="coerce")
+    values = values.where(np.isfinite(values))
+    stats = values.groupby([frame[x], frame[y]], sort=False).agg(["mean", "count"])
+    cells = {
+        key: Cell(float(mean), int(count))
+        for key, mean, count in zip(stats.index, stats["mean"], stats["count"], strict=True)
+        if count
+    }
+    return Grid(x, y, metric, frame[x].unique().tolist(), frame[y].unique().tolist(), cells)
 
 
 def write_heatmap(grid: Grid, out: Path, title: str, subtitle: str = "") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +15,16 @@ from visiontune.experiments.dvc_git import run_tool
 METRICS_FILES = (TRAIN_METRICS.as_posix(), EVALUATE_METRICS.as_posix())
 
 
+KINDS = ("workspace", "baseline", "branch", "experiment")
+
+
 @dataclass(frozen=True)
 class Experiment:
-    """One row of ``dvc exp show``: a baseline commit or an experiment based on it.
+    """One row of ``dvc exp show``: the workspace, a baseline commit or an experiment.
 
+    ``kind`` is one of ``KINDS``: the ``baseline`` is HEAD's commit, a ``branch`` the tip of
+    another branch (listed with ``all_branches``); ``base`` names the baseline row an
+    experiment was run from (a baseline's own name; empty for the workspace).
     ``params`` (from params.yaml) and ``metrics`` (the numbers of all metrics files merged)
     have dotted keys as ``dvc exp show`` prints them: ``model.lr``, ``val.acc``, ``test.acc``.
     ``state`` is ``success``, ``queued``, ``running`` or ``failed``; only a ``success``
@@ -28,37 +34,51 @@ class Experiment:
 
     name: str
     rev: str
-    baseline: bool
+    kind: str
     state: str
     params: dict[str, Any]
     metrics: dict[str, float]
+    base: str = ""
+
+    @property
+    def baseline(self) -> bool:
+        """Whether the row is a commit of a branch rather than an experiment or the workspace."""
+        return self.kind in ("baseline", "branch")
 
 
-def list_experiments(repo: Path, *, workspace: bool = False) -> list[Experiment]:
+def list_experiments(
+    repo: Path, *, workspace: bool = False, all_branches: bool = False
+) -> list[Experiment]:
     """The baseline commit (HEAD) and its experiments via the dvc CLI; the workspace first
-    (named ``workspace``) if asked."""
-    result = run_tool("dvc", "exp", "show", "--json", cwd=repo)
+    (named ``workspace``) if asked, every other branch's tip and experiments with
+    ``all_branches``."""
+    flags = ["--all-branches"] if all_branches else []
+    result = run_tool("dvc", "exp", "show", "--json", *flags, cwd=repo)
     return parse_exp_show(json.loads(result.stdout), workspace=workspace)
 
 
 def parse_exp_show(baselines: list[dict[str, Any]], *, workspace: bool = False) -> list[Experiment]:
-    """Flatten the rows of ``dvc exp show --json`` (each baseline, then its experiments)."""
+    """Flatten the rows of ``dvc exp show --json`` (the workspace, then each baseline, HEAD's
+    first, then its experiments)."""
     found = []
-    for baseline in baselines:
-        if baseline["rev"] == "workspace":
+    kind = "baseline"
+    for row in baselines:
+        if row["rev"] == "workspace":
             if workspace:
-                found.append(_experiment(baseline, baseline=False, state="success"))
+                found.append(_experiment(row, kind="workspace", state="success"))
             continue
-        found.append(_experiment(baseline, baseline=True, state="success"))
-        for group in baseline.get("experiments") or []:
+        baseline = _experiment(row, kind=kind, state="success")
+        found.append(replace(baseline, base=baseline.name))
+        kind = "branch"
+        for group in row.get("experiments") or []:
             executor = group.get("executor") or {}
-            for row in group["revs"]:
-                state = "failed" if row.get("error") else executor.get("state", "success")
-                found.append(_experiment(row, baseline=False, state=state))
+            for rev in group["revs"]:
+                state = "failed" if rev.get("error") else executor.get("state", "success")
+                found.append(_experiment(rev, kind="experiment", state=state, base=baseline.name))
     return found
 
 
-def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experiment:
+def _experiment(row: dict[str, Any], *, kind: str, state: str, base: str = "") -> Experiment:
     data = row.get("data") or {}
     params = data.get("params", {}).get("params.yaml", {}).get("data", {})
     metrics = {}
@@ -69,10 +89,11 @@ def _experiment(row: dict[str, Any], *, baseline: bool, state: str) -> Experimen
     return Experiment(
         name=row.get("name") or ("workspace" if row["rev"] == "workspace" else row["rev"][:7]),
         rev=row["rev"],
-        baseline=baseline,
+        kind=kind,
         state=state,
         params=dict(flatten(params)),
         metrics=metrics,
+        base=base,
     )
 
 

@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
+
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.params import OBJECTIVES
 from visiontune.config.paths import (
@@ -32,11 +35,15 @@ from visiontune.config.paths import (
     engine_url,
 )
 from visiontune.experiments.comparable_runs import NEUTRAL_PARAMS
-from visiontune.experiments.dvc_git import run_tool
-from visiontune.experiments.listing import Experiment, is_pruned, list_experiments
+from visiontune.experiments.dvc_git import files_at
+from visiontune.experiments.frame import experiments_frame, section
 
 DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
-METRICS = {"val acc": "val.acc", "test acc": "test.acc", "epochs": "epochs"}
+METRICS = {
+    "val acc": ("val.acc", ".4f"),
+    "test acc": ("test.acc", ".4f"),
+    "epochs": ("epochs", "g"),
+}
 HIGHLIGHTED = 5  # the best runs drawn in colour and named in a curve plot's legend
 OPTUNA_PLOTS = (  # title, optuna.visualization.matplotlib function, PNG, complete trials needed
     ("parallel coordinates", "plot_parallel_coordinate", "tune_parallel.png", 1),
@@ -46,91 +53,80 @@ OPTUNA_PLOTS = (  # title, optuna.visualization.matplotlib function, PNG, comple
 
 @dataclass(frozen=True)
 class Table:
-    """The rows shown (best first), the params that differ among them, and how many more."""
+    """The rows shown (best first; a frame as :mod:`~visiontune.experiments.frame` makes),
+    the params that differ among them, and how many more runs there are."""
 
-    rows: list[Experiment]
+    rows: pd.DataFrame
     params: list[str]
     more: int
     metric: str = DEFAULT_METRIC
 
     @property
-    def best(self) -> Experiment | None:
-        """The top row if it has a value of the metric of its own."""
-        top = self.rows[0] if self.rows else None
-        return top if top and objective(top, self.metric) is not None else None
+    def best(self) -> str | None:
+        """The top row's name if it has a value of the metric of its own."""
+        values = objective(self.rows, self.metric)
+        return str(self.rows.index[0]) if len(values) and pd.notna(values.iloc[0]) else None
 
 
-def objective(run: Experiment, metric: str = DEFAULT_METRIC) -> float | None:
-    """The finite ``metric`` of a run that finished its training (a pruned run stopped
-    early, so its value does not compete)."""
-    return None if pruned(run) else measured(run, metric)
+def measured(frame: pd.DataFrame, metric: str) -> pd.Series:
+    """Each run's own finite ``metric``, NaN where it has none (queued, running, failed)."""
+    metrics = section(frame, "metrics")
+    if metric not in metrics:
+        return pd.Series(math.nan, index=frame.index)
+    values = metrics[metric]
+    return values.where(np.isfinite(values))
 
 
-def measured(run: Experiment, metric: str) -> float | None:
-    """The run's own finite ``metric`` (queued, running and failed runs have none)."""
-    value = own_metrics(run).get(metric)
-    return value if value is not None and math.isfinite(value) else None
+def objective(frame: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.Series:
+    """:func:`measured`, but NaN for a pruned run: it stopped early, so it does not compete."""
+    return measured(frame, metric).mask(frame.run.pruned)
 
 
-def own_metrics(run: Experiment) -> dict[str, float]:
-    """Metrics that belong to the run: a successful one's, else none."""
-    return run.metrics if run.state == "success" else {}
-
-
-def pruned(run: Experiment) -> bool:
-    """Whether the tuner stopped the run early (see :func:`is_pruned`)."""
-    return is_pruned(own_metrics(run))
-
-
-def state(run: Experiment) -> str:
-    """The state shown: dvc's, or ``pruned`` for a successful run the tuner stopped early."""
-    return "pruned" if pruned(run) else run.state
-
-
-def ranked(runs: Sequence[Experiment], metric: str = DEFAULT_METRIC) -> list[Experiment]:
+def ranked(frame: pd.DataFrame, metric: str = DEFAULT_METRIC) -> pd.DataFrame:
     """Best ``metric`` first (highest, or lowest for a loss), then pruned runs by the same
     order; runs without the metric last, in their original order."""
+    values = measured(frame, metric)
     sign = -1 if OBJECTIVES[metric] == "maximize" else 1
-
-    def key(run: Experiment) -> tuple[int, float]:
-        value = measured(run, metric)
-        return (2, 0.0) if value is None else (int(pruned(run)), sign * value)
-
-    return sorted(runs, key=key)
+    group = np.where(values.isna(), 2, frame.run.pruned.astype(int))
+    return frame.iloc[np.lexsort((sign * values.fillna(0).to_numpy(), group))]
 
 
-def differing_params(runs: Sequence[Experiment]) -> list[str]:
-    """Param keys whose values (or presence) differ between the runs, in first-seen order;
+def differing_params(frame: pd.DataFrame) -> list[str]:
+    """Param keys whose values (or presence) differ between the runs, in column order;
     params that cannot change a result (``NEUTRAL_PARAMS``: threads, device, ...) are left out."""
-    keys = [key for run in runs for key in run.params if key not in NEUTRAL_PARAMS]
-    keys = list(dict.fromkeys(keys))
-    return [key for key in keys if len({json.dumps(run.params.get(key)) for run in runs}) > 1]
+    params = section(frame, "params").drop(columns=list(NEUTRAL_PARAMS), errors="ignore")
+    return [key for key in params if params[key].map(repr).nunique() > 1]
 
 
-def build_table(runs: Sequence[Experiment], top: int, metric: str = DEFAULT_METRIC) -> Table:
+def build_table(frame: pd.DataFrame, top: int, metric: str = DEFAULT_METRIC) -> Table:
     """The ``top`` best runs by ``metric`` and the params that differ among them."""
-    shown = ranked(runs, metric)[:top]
-    return Table(shown, differing_params(shown), len(runs) - len(shown), metric)
+    shown = ranked(frame, metric).iloc[:top]
+    return Table(shown, differing_params(shown), len(frame) - len(shown), metric)
 
 
 def markdown_table(table: Table) -> str:
     """The table as GitHub markdown; the best run's name is bold and starred."""
     head = ["experiment", *table.params, *METRICS, "state"]
     lines = [_row(head), _row(["---"] * len(head))]
-    for run in table.rows:
-        name = f"**{run.name}** ★ best" if run is table.best else run.name
-        params = [_cell(run.params.get(key)) for key in table.params]
-        metrics = [_cell(_cell_value(run, key), ".4f") for key in METRICS.values()]
-        lines.append(_row([name, *params, *metrics, state(run)]))
+    for position, (name, run) in enumerate(table.rows.iterrows()):
+        label = f"**{name}** ★ best" if position == 0 and table.best else str(name)
+        params = [_cell(run["params", key]) for key in table.params]
+        metrics = [_cell(_cell_value(run, key), spec) for key, spec in METRICS.values()]
+        lines.append(_row([label, *params, *metrics, state(run)]))
     if table.more:
         lines.append(f"\n… and {table.more} more experiments")
     return "\n".join(lines)
 
 
-def _cell_value(run: Experiment, key: str) -> float | None:
+def state(run: pd.Series) -> str:
+    """The state shown: dvc's, or ``pruned`` for a successful run the tuner stopped early."""
+    return "pruned" if run["run", "pruned"] else run["run", "state"]
+
+
+def _cell_value(run: pd.Series, key: str) -> float | None:
     """A table cell's number; a pruned run without ``epochs`` shows the epoch it stopped at."""
-    metrics = own_metrics(run)
-    if key == "epochs" and key not in metrics:
+    metrics = run.get("metrics", pd.Series(dtype=float))
+    if key == "epochs" and pd.isna(metrics.get(key)):
         return metrics.get("pruned.epoch")
     return metrics.get(key)
 
@@ -140,7 +136,7 @@ def _row(cells: Sequence[str]) -> str:
 
 
 def _cell(value: Any, number: str = "g") -> str:
-    if value is None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     if isinstance(value, float):
         return f"{value:{number}}"
@@ -159,63 +155,68 @@ def write_report(
         raise VisiontuneError(f"{repo} is not a dvc repository (no .dvc folder)")
     if top < 1:
         raise VisiontuneError(f"--top must be >= 1, got {top}")
-    runs = list_experiments(repo, workspace=True)
-    workspace = next(run for run in runs if run.rev == "workspace")
-    metric = workspace.params.get("tune.metric", DEFAULT_METRIC)
+    frame = experiments_frame(repo)
+    workspace = (
+        section(frame, "params").iloc[0].dropna().to_dict()
+    )  # the first row is the workspace
+    metric = workspace.get("tune.metric", DEFAULT_METRIC)
     if metric not in OBJECTIVES:
         metric = DEFAULT_METRIC
-    table = build_table(runs, top, metric)
+    table = build_table(frame, top, metric)
     plots = out.parent / f"{out.stem}_plots"
     plots.mkdir(parents=True, exist_ok=True)
     figures = [
-        *_curves(repo, table.rows, metric, plots),
-        _sweep_heatmap(repo, workspace.params, plots),
+        *_curves(repo, table, plots),
+        _sweep_heatmap(repo, workspace, plots),
         _robustness(repo, plots),
-        *study_figures(repo, workspace.params, plots, storage, study),
+        *study_figures(repo, workspace, plots, storage, study),
     ]
-    sections = [_summary(runs, table), markdown_table(table)]
+    sections = [_summary(frame, table), markdown_table(table)]
     sections += [f"![{title}]({plots.name}/{path.name})" for title, path in figures if path]
     out.write_text("# Experiment report\n\n" + "\n\n".join(sections) + "\n")
     return out
 
 
-def _summary(runs: Sequence[Experiment], table: Table) -> str:
-    count = sum(1 for run in runs if run.rev != "workspace" and not run.baseline)
+def _summary(frame: pd.DataFrame, table: Table) -> str:
+    count = int((frame.run.kind == "experiment").sum())
     if not count:
         return (
             "No dvc experiments yet: the table shows the workspace and the baseline commit. "
             "Run some with `dvc exp run -S model.lr=0.02` or `visiontune tune`."
         )
-    best = f"best: **{table.best.name}**" if table.best else f"no run has a {table.metric} yet"
+    best = f"best: **{table.best}**" if table.best else f"no run has a {table.metric} yet"
     return f"{count} experiments, the workspace and the baseline; sorted by {table.metric}, {best}."
 
 
-def read_series(repo: Path, rev: str, name: str) -> tuple[list[int], list[float]]:
-    """A DVCLive series (``val/acc``) at an experiment's commit, or in the working tree."""
+def read_series(repo: Path, revs: Sequence[str], name: str) -> list[tuple[list[int], list[float]]]:
+    """A DVCLive series (``val/acc``) at each of ``revs``: a commit, or ``workspace`` for
+    the working tree; the commits' files in one git call. Empty where there is none."""
     path = TRAIN_SERIES.format(name)
-    if rev == "workspace":
-        text = (repo / path).read_text() if (repo / path).is_file() else ""
-    else:
-        shown = run_tool("git", "show", f"{rev}:{path}", cwd=repo, check=False)
-        text = shown.stdout if shown.returncode == 0 else ""
-    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    texts = iter(files_at(repo, [f"{rev}:{path}" for rev in revs if rev != "workspace"]))
     column = name.rpartition("/")[2]
-    return [int(row["step"]) for row in rows], [float(row[column]) for row in rows]
+    series = []
+    for rev in revs:
+        if rev == "workspace":
+            text = (repo / path).read_text() if (repo / path).is_file() else ""
+        else:
+            text = next(texts) or ""
+        rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+        series.append(([int(row["step"]) for row in rows], [float(row[column]) for row in rows]))
+    return series
 
 
-def _curves(
-    repo: Path, runs: Sequence[Experiment], metric: str, plots: Path
-) -> list[tuple[str, Path]]:
-    """``val_loss.png`` and ``val_acc.png``: one line per successful run with the series,
-    the ``HIGHLIGHTED`` best by ``metric`` in colour (``runs`` come ranked)."""
-    best = [run.name for run in runs if objective(run, metric) is not None][:HIGHLIGHTED]
+def _curves(repo: Path, table: Table, plots: Path) -> list[tuple[str, Path]]:
+    """``val_loss.png`` and ``val_acc.png``: one line per successful run shown with the
+    series, the ``HIGHLIGHTED`` best by the table's metric in colour."""
+    best = list(objective(table.rows, table.metric).dropna().index[:HIGHLIGHTED])
+    finished = table.rows[table.rows.run.state == "success"]
     figures = []
     for name in ("val/loss", "val/acc"):
-        series = {r.name: read_series(repo, r.rev, name) for r in runs if r.state == "success"}
-        lines = {label: xy for label, xy in series.items() if xy[0]}
+        series = read_series(repo, list(finished.run.rev), name)
+        lines = {label: xy for label, xy in zip(finished.index, series, strict=True) if xy[0]}
         if lines:
             path = plots / f"{name.replace('/', '_')}.png"
-            line_figure(lines, best, name, metric).savefig(path)
+            line_figure(lines, best, name, table.metric).savefig(path)
             figures.append((name, path))
     return figures
 
