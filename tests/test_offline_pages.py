@@ -110,11 +110,8 @@ def test_dvc_plots_diff_draws_every_plot_offline(browser, project, tmp_path) -> 
 
 
 def test_the_tune_pages_draw_offline(browser, tmp_path) -> None:
-    study = optuna.create_study(
-        study_name="pages",
-        storage=f"sqlite:///{tmp_path / 'study.db'}",
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=0),
+    study = optuna.create_study(  # in memory: a SQLite storage adds a second of set-up
+        study_name="pages", direction="maximize", sampler=optuna.samplers.TPESampler(seed=0)
     )
 
     def objective(trial: optuna.Trial) -> float:
