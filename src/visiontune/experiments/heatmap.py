@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from visiontune.config.errors import VisiontuneError
+from visiontune.config.pages import write_plotly_page
 
 if TYPE_CHECKING:
     from visiontune.experiments.listing import Experiment
@@ -93,7 +94,7 @@ def aggregate(rows: Iterable[Mapping[str, Any]], *, x: str, y: str, metric: str)
 
 
 def write_heatmap(grid: Grid, out: Path, title: str, subtitle: str = "") -> None:
-    """Write ``grid`` as an interactive plotly heatmap: HTML that loads plotly.js from its CDN.
+    """Write ``grid`` as an interactive plotly heatmap, a self-contained HTML page.
 
     ``subtitle`` lines (``<br>`` between them) show under the title."""
     import plotly.graph_objects as go
@@ -119,9 +120,8 @@ def write_heatmap(grid: Grid, out: Path, title: str, subtitle: str = "") -> None
         xaxis={"title": {"text": grid.x}, "type": "category"},
         yaxis={"title": {"text": grid.y}, "type": "category"},
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     # A fixed div id keeps the file identical for identical grids (plotly picks a random one).
-    figure.write_html(out, include_plotlyjs="cdn", div_id="heatmap")
+    write_plotly_page(figure, out, div_id="heatmap")
 
 
 def _mean(grid: Grid, vx: Any, vy: Any) -> float | None:

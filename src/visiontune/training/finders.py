@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from visiontune.config.errors import VisiontuneError
+from visiontune.config.pages import write_plotly_page
 from visiontune.config.params import Params
 from visiontune.training.trainer import Trainer, TrainSplit
 
@@ -243,8 +244,7 @@ def _plot_lr(result: LrFindResult, out: Path) -> None:
     fig.update_layout(
         title="LR range test", xaxis={"type": "log", "title": "lr"}, yaxis_title="train loss"
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(out, include_plotlyjs=True)  # self-contained: opens without a network
+    write_plotly_page(fig, out)
 
 
 def _print_lr(result: LrFindResult, params: Params, out: Path) -> None:

@@ -8,6 +8,7 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from visiontune.config.pages import write_plotly_page
 from visiontune.config.params import Params
 from visiontune.config.paths import TUNE_PLOTS, TUNE_SUMMARY, write_json
 from visiontune.experiments.listing import experiment_names
@@ -62,13 +63,10 @@ def write_summary(
 def _write_plots(study: optuna.Study, out: Path) -> None:
     import optuna.visualization as vis
 
-    out.mkdir(parents=True, exist_ok=True)
-    vis.plot_optimization_history(study).write_html(out / "history.html", include_plotlyjs="cdn")
+    write_plotly_page(vis.plot_optimization_history(study), out / "history.html")
     with contextlib.suppress(ValueError, RuntimeError), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # too few complete trials: all equal
-        vis.plot_param_importances(study).write_html(
-            out / "importances.html", include_plotlyjs="cdn"
-        )
+        write_plotly_page(vis.plot_param_importances(study), out / "importances.html")
 
 
 def short(values: dict[str, Any]) -> str:
