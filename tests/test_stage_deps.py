@@ -93,12 +93,13 @@ def test_dvc_yaml_and_the_code_name_the_same_outputs() -> None:
     }
 
 
-# What a stage process must not load before it starts work: a stage imports what it uses.
+# What a stage process must not load before it starts work: a stage imports what it uses,
+# and pandas is for reading results (visiontune.experiments.frame), never for making them.
 NOT_AT_START = {
-    "download": ("torch", "PIL"),  # the built-in datasets import numpy or sklearn when used
-    "train": ("optuna", "PIL", "timm"),  # optuna only when a tuner's trial runs it
-    "evaluate": ("PIL", "dvclive"),
-    "sweep": ("torch", "PIL"),  # a sweep whose cells are all stored never loads torch
+    "download": ("torch", "PIL", "pandas"),  # the datasets import numpy or sklearn when used
+    "train": ("optuna", "PIL", "timm", "pandas"),  # optuna only when a tuner's trial runs it
+    "evaluate": ("PIL", "dvclive", "pandas"),
+    "sweep": ("torch", "PIL", "pandas"),  # a sweep whose cells are all stored never loads torch
 }
 
 

@@ -2,7 +2,7 @@
 apart.
 
     >>> frame = experiments_frame(".")
-    >>> frame[frame.run.state == "success"].metrics.sort_values("val.acc").tail(3)
+    >>> frame.metrics.nlargest(3, "val.acc")  # the three best runs
 
 Columns are two-level: ``run`` (``rev``, ``kind``: workspace, baseline, branch or
 experiment; ``base``, the baseline it was run from; ``state``: success, queued, running or
