@@ -16,6 +16,7 @@ from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
 from visiontune.config.params import parse_params
+from visiontune.experiments.listing import experiment_file
 from visiontune.tuning.accounting import REASON, counted
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.space import suggest
@@ -149,11 +150,26 @@ def test_study_runs_trials_as_experiments_and_resumes(tune_repo):
     assert summary["best"]["val.acc"] == study.best_value
     assert (tune_repo.path / "plots" / "tune" / "history.html").stat().st_size > 1000
     assert (tune_repo.path / "plots" / "tune" / "importances.html").exists()
+    assert_best_trial_reproduces(tune_repo, summary["best"]["name"])
 
     tune_repo.storage = tune_repo.storage.replace("study.db", "other.db")  # same name, new study
     clash = run_tune(tune_repo, "--trials", "1", check=False)
     assert clash.returncode == 1
     assert clash.stderr.startswith("error: experiments visiontune-0, visiontune-1, visiontune-2")
+
+
+def assert_best_trial_reproduces(repo, name: str) -> None:
+    """What the tuner tells the user to do, ``dvc exp apply`` then ``dvc repro --force``,
+    gives the trial's own val and test metrics bit for bit (its experiment ran in the
+    tuner's environment: linked to its trial, threads fixed by the tuner)."""
+    recorded = {
+        path: json.loads(experiment_file(repo.path, name, path))
+        for path in ("metrics/train.json", "metrics/evaluate.json")
+    }
+    repo.dvc("exp", "apply", name)
+    repo.dvc("repro", "--force")
+    for path, metrics in recorded.items():
+        assert json.loads((repo.path / path).read_text()) == metrics, path
 
 
 @pytest.mark.slow
