@@ -73,7 +73,7 @@ def test_the_exception_line_is_the_last_tracebacks_end():
     chained = (
         "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'x'\n\n"
         "During handling of the above exception, another exception occurred:\n\n"
-        "Traceback (most recent call last):\n  File \"a.py\", line 3\n    raise\n"
+        'Traceback (most recent call last):\n  File "a.py", line 3\n    raise\n'
         "ValueError: bad\n  second line of its message\nERROR: failed\n"
     )
     assert exception_line(chained) == "ValueError: bad"
