@@ -13,6 +13,8 @@ from visiontune.tuning.outcome import (
     RunResult,
     classify_failure,
     classify_run,
+    exception_line,
+    log_tail,
     should_retry,
     stage_exit_codes,
 )
@@ -48,19 +50,42 @@ def test_a_stage_user_error_is_not_retried_and_keeps_its_message(log):
     assert not should_retry(result, attempts=1)
 
 
-def test_a_crash_is_retried_once():
+def test_a_crash_is_retried_once_and_named_by_its_exception_with_the_log_tail():
     log = recorded("temp-crash")
     assert stage_exit_codes(log) == [1, 1]
     result = classify_run(255, log, metrics=None)
     assert result.outcome == Outcome.CRASHED
-    assert result.reason.startswith("ERROR: failed to reproduce 'train': failed to run")
+    assert result.reason == (
+        "python stages/train.py crashed: "
+        "IndexError: index 5 is out of bounds for axis 0 with size 3"
+    )
+    # the log's last 10 lines: the traceback, then dvc's error (printed twice, kept once)
+    assert len(result.tail) == 10
+    assert result.tail[0] == "Traceback (most recent call last):"
+    assert result.tail[-2:] == (
+        "IndexError: index 5 is out of bounds for axis 0 with size 3",
+        "ERROR: failed to reproduce 'train': failed to run: python stages/train.py, exited with 1",
+    )
     assert should_retry(result, attempts=1) and not should_retry(result, attempts=2)
+
+
+def test_the_exception_line_is_the_last_tracebacks_end():
+    chained = (
+        "Traceback (most recent call last):\n  File \"a.py\", line 1\nKeyError: 'x'\n\n"
+        "During handling of the above exception, another exception occurred:\n\n"
+        'Traceback (most recent call last):\n  File "a.py", line 3\n    raise\n'
+        "ValueError: bad\n  second line of its message\nERROR: failed\n"
+    )
+    assert exception_line(chained) == "ValueError: bad"
+    assert exception_line(recorded("log-good")) is None
+    assert log_tail("a\n\nb\nb\n  \nc\n", lines=2) == ("b", "c")
 
 
 def test_a_user_error_line_from_another_tool_is_not_mistaken_for_ours():
     """Only the stage's exit code makes a user error: an ``error:`` line alone does not."""
     log = "error: git could not lock the ref\nERROR: unexpected error - lock\n"
-    assert classify_failure(log) == RunResult(Outcome.CRASHED, "ERROR: unexpected error - lock")
+    result = classify_failure(log)
+    assert (result.outcome, result.reason) == (Outcome.CRASHED, "ERROR: unexpected error - lock")
 
 
 def test_the_experiment_decides_success():

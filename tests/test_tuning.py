@@ -16,7 +16,8 @@ from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
 from visiontune.config.params import parse_params
-from visiontune.tuning.accounting import REASON, counted
+from visiontune.experiments.listing import experiment_file
+from visiontune.tuning.accounting import LOG, REASON, TAIL, counted
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.space import suggest
 from visiontune.tuning.study import open_study
@@ -149,6 +150,7 @@ def test_study_runs_trials_as_experiments_and_resumes(tune_repo):
     assert summary["best"]["val.acc"] == study.best_value
     assert (tune_repo.path / "plots" / "tune" / "history.html").stat().st_size > 1000
     assert (tune_repo.path / "plots" / "tune" / "importances.html").exists()
+    assert_best_trial_reproduces(tune_repo, summary["best"]["name"])
 
     tune_repo.storage = tune_repo.storage.replace("study.db", "other.db")  # same name, new study
     clash = run_tune(tune_repo, "--trials", "1", check=False)
@@ -156,19 +158,61 @@ def test_study_runs_trials_as_experiments_and_resumes(tune_repo):
     assert clash.stderr.startswith("error: experiments visiontune-0, visiontune-1, visiontune-2")
 
 
+def assert_best_trial_reproduces(repo, name: str) -> None:
+    """What the tuner tells the user to do, ``dvc exp apply`` then ``dvc repro --force``,
+    gives the trial's own val and test metrics bit for bit (its experiment ran in the
+    tuner's environment: linked to its trial, threads fixed by the tuner)."""
+    recorded = {
+        path: json.loads(experiment_file(repo.path, name, path))
+        for path in ("metrics/train.json", "metrics/evaluate.json")
+    }
+    repo.dvc("exp", "apply", name)
+    repo.dvc("repro", "--force")
+    for path, metrics in recorded.items():
+        assert json.loads((repo.path / path).read_text()) == metrics, path
+
+
 @pytest.mark.slow
-def test_failing_trial_is_recorded_and_the_study_goes_on(tune_repo):
-    space = {"model.blocks": {"type": "categorical", "choices": [2, 4]}}
-    tune_repo.set_param("tune", "space", space)
-    tune_repo.set_param("tune", "n_startup_trials", 4)
-    tune_repo.commit("blocks space")
-    result = run_tune(tune_repo, "--trials", "4")
+def test_failing_trials_say_why_and_where_their_log_is_and_the_study_goes_on(tune_repo):
+    """A crash one at a time (``dvc exp run --temp``): a bug in the user's own code that
+    model.blocks=1 reaches, a traceback, retried once. Then the study goes on through the
+    queue: a stage's user error (model.blocks=4 is too deep for 8 px), not retried."""
+    stage = tune_repo.path / "stages" / "train.py"
+    anchor = "    link = link_from_environment()"
+    bug = '    if params.model.blocks == 1:\n        raise RuntimeError("a bug in my own code")\n'
+    assert anchor in stage.read_text()
+    stage.write_text(stage.read_text().replace(anchor, bug + anchor))
+    tune_repo.commit("a bug that model.blocks=1 reaches")
+    out = run_tune(tune_repo, "--trials", "1", "--set", "model.blocks=1").stdout
+    out += run_tune(tune_repo, "--trials", "2", "--jobs", "2", "--set", "model.blocks=4").stdout
     study = load(tune_repo)
-    states = {t.params["model.blocks"]: t.state for t in study.trials}
-    assert states == {2: TrialState.COMPLETE, 4: TrialState.FAIL}, result.stdout
-    failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert "model.blocks=4 halves data.image_size=8 below 1 pixel" in failed[0].user_attrs[REASON]
-    assert len(study.trials) == 4 and all(counted(t) for t in study.trials)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 2, out
+    assert all(counted(t) for t in study.trials)
+
+    crash = "python stages/train.py crashed: RuntimeError: a bug in my own code"
+    user_error = (
+        "model.blocks=4 halves data.image_size=8 below 1 pixel; "
+        "use model.blocks <= 3 or data.image_size >= 16"
+    )
+    summary = json.loads((tune_repo.path / "metrics" / "tune.json").read_text())["tune"]
+    assert summary["best"] is None and summary["trials"]["fail"] == 2
+    failed = summary["failed"]
+    for trial, entry, reason in zip(study.trials, failed, (crash, user_error), strict=True):
+        log = f".optuna/logs/visiontune-{trial.number}.log"  # git-ignored, kept by the tuner
+        assert entry["name"] == f"visiontune-{trial.number}"
+        assert entry["params"] == trial.params
+        assert trial.user_attrs[REASON] == entry["reason"] == reason
+        assert trial.user_attrs[LOG] == entry["log"] == log
+        assert f"visiontune-{trial.number}: FAIL ({reason})  log: {log}\n" in out
+        assert reason.rpartition(": ")[2] in (tune_repo.path / log).read_text()
+    assert f"visiontune-0: {crash}; retrying once\n" in out
+    assert "Traceback (most recent call last):" in (tune_repo.path / failed[0]["log"]).read_text()
+    assert failed[0]["tail"] == study.trials[0].user_attrs[TAIL]
+    assert failed[0]["tail"][-2:] == [
+        "RuntimeError: a bug in my own code",
+        "ERROR: failed to reproduce 'train': failed to run: python stages/train.py, exited with 1",
+    ]
+    assert "tail" not in failed[1]  # a user error: its one line says it all
 
 
 @pytest.mark.slow

@@ -9,6 +9,8 @@ study still gets its full number.
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -20,6 +22,13 @@ INTERRUPTED = "interrupted"  # stopped by Ctrl-C
 SURPLUS = "surplus"  # asked while other workers' trials already reached --trials
 NOT_COUNTED = (INTERRUPTED, SURPLUS)  # and no reason at all: its tuner died (went stale)
 WORKER = "worker"  # user attr: host and clone of the tuner that ran the trial
+LOG = "fail_log"  # user attr of a FAIL: its kept log, relative to the clone that ran it
+TAIL = "fail_tail"  # user attr of a crashed FAIL: the last lines of that log
+
+
+def worker(repo: Path) -> str:
+    """This tuner's :data:`WORKER` mark: ``host:clone``."""
+    return f"{socket.gethostname()}:{repo.resolve()}"
 
 
 def counted(trial: FrozenTrial) -> bool:

@@ -83,11 +83,13 @@ class TempRunner(Runner):
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                return RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
+                log.seek(0)
+                timed_out = RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
+                return self.with_log(name, timed_out, log.read())
             log.seek(0)
             output = log.read()
         metrics = experiment_metrics(self.repo, name)
-        return classify_run(self.process.returncode, output, metrics)
+        return self.with_log(name, classify_run(self.process.returncode, output, metrics), output)
 
     def stop(self, study: optuna.Study) -> None:
         """Ctrl-C: stop the running experiment; record its trial as interrupted."""
@@ -165,7 +167,8 @@ class QueueRunner(Runner):
                 if time.monotonic() - entry.started <= timeout:
                     continue
                 self.queue.kill(entry.task)
-                result = RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
+                timed_out = RunResult(Outcome.TIMED_OUT, f"timed out after {timeout} s")
+                result = self.with_log(entry.name, timed_out, self.queue.log(entry.task))
             else:
                 result = self.task_result(entry, task.status if task else None)
             del self.running[number]
@@ -179,13 +182,16 @@ class QueueRunner(Runner):
                 self.settle(study, entry.trial, result)
 
     def task_result(self, entry: _Queued, status: str | None) -> RunResult:
-        """A finished (or vanished) task's outcome; an experiment that exists is DONE."""
+        """A finished (or vanished) task's outcome; an experiment that exists is DONE. The
+        log of a failed one is kept: DVC's own goes once its task is removed."""
         if (metrics := experiment_metrics(self.repo, entry.name)) is not None:
             return RunResult(Outcome.DONE, metrics=metrics)
         if status == FAILED:
-            return classify_failure(self.queue.log(entry.task))
+            output = self.queue.log(entry.task)
+            return self.with_log(entry.name, classify_failure(output), output)
         if status == SUCCESS:
-            return RunResult(Outcome.LOST, "dvc reported success but no experiment")
+            lost = RunResult(Outcome.LOST, "dvc reported success but no experiment")
+            return self.with_log(entry.name, lost, self.queue.log(entry.task))
         return RunResult(Outcome.LOST, "the dvc queue lost the task")
 
     def stop(self, study: optuna.Study) -> None:

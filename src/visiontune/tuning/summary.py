@@ -12,38 +12,44 @@ from visiontune.config.pages import write_plotly_page
 from visiontune.config.params import Params
 from visiontune.config.paths import TUNE_PLOTS, TUNE_SUMMARY, write_json
 from visiontune.experiments.listing import experiment_names
-from visiontune.tuning.accounting import WORKER
+from visiontune.tuning.accounting import LOG, REASON, TAIL, WORKER, counted, worker
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
 
 def write_summary(
     study: optuna.Study, params: Params, repo: Path, applicable: bool = True
-) -> dict[str, Any] | None:
-    """Print and save the best trial; write optimisation history and importances as HTML."""
+) -> dict[str, Any]:
+    """Print and save the best trial (``best``: null when none completed) and the trials
+    that failed by themselves, each with its reason and log; write optimisation history
+    and importances as HTML."""
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        say("no trial completed: nothing to report")
-        return None
-    best = study.best_trial
-    name = f"{study.study_name}-{best.number}"
-    summary = {
+    summary: dict[str, Any] = {
         "study": study.study_name,
-        "best": {
-            "name": name,
-            "params": best.params,
-            params.tune.metric: best.value,
-            "test.acc": best.user_attrs.get("test.acc"),
-        },
+        "best": None,
         "trials": {
             "complete": len(complete),
             "pruned": sum(t.state == TrialState.PRUNED for t in trials),
             "fail": sum(t.state == TrialState.FAIL for t in trials),
         },
+        "failed": [_failed(study, t, repo) for t in trials if _failed_by_itself(t)],
+    }
+    if not complete:
+        write_json(repo / TUNE_SUMMARY, {"tune": summary})
+        say(f"no trial completed: nothing to apply (failures in {TUNE_SUMMARY.as_posix()})")
+        return summary
+    best = study.best_trial
+    name = f"{study.study_name}-{best.number}"
+    summary["best"] = {
+        "name": name,
+        "params": best.params,
+        params.tune.metric: best.value,
+        "test.acc": best.user_attrs.get("test.acc"),
     }
     write_json(repo / TUNE_SUMMARY, {"tune": summary})
     _write_plots(study, repo / TUNE_PLOTS)
@@ -58,6 +64,28 @@ def write_summary(
         + (f"\napply it{where} with: dvc exp apply {name}" if applicable else "")
     )
     return summary
+
+
+def _failed_by_itself(trial: FrozenTrial) -> bool:
+    """A FAIL that counts (bad params, a crash, a timeout): not one stopped from outside."""
+    from optuna.trial import TrialState
+
+    return trial.state == TrialState.FAIL and counted(trial)
+
+
+def _failed(study: optuna.Study, trial: FrozenTrial, repo: Path) -> dict[str, Any]:
+    """A failed trial in metrics/tune.json: name, params, reason, and where its log is (in
+    the clone of the worker that ran it, named when that is another)."""
+    attrs = trial.user_attrs
+    entry = {"name": f"{study.study_name}-{trial.number}", "params": trial.params}
+    entry["reason"] = attrs.get(REASON)
+    if LOG in attrs:
+        entry["log"] = attrs[LOG]
+        if attrs.get(WORKER, worker(repo)) != worker(repo):
+            entry["worker"] = attrs[WORKER]
+    if TAIL in attrs:
+        entry["tail"] = attrs[TAIL]
+    return entry
 
 
 def _write_plots(study: optuna.Study, out: Path) -> None:

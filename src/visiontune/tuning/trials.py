@@ -4,9 +4,9 @@ of tuners that died. :meth:`Runner.complete` is the one way a trial gets its val
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
-import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,10 +16,10 @@ from visiontune.config.params import Params, with_overrides
 from visiontune.experiments.listing import experiment_metrics, is_pruned
 from visiontune.tuning import accounting
 from visiontune.tuning import optuna_internals as internals
-from visiontune.tuning.accounting import REASON, SURPLUS, WORKER
+from visiontune.tuning.accounting import LOG, REASON, SURPLUS, TAIL, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
 from visiontune.tuning.liveness import Liveness
-from visiontune.tuning.options import POLL_SECONDS, TuneOptions
+from visiontune.tuning.options import POLL_SECONDS, TRIAL_LOGS, TuneOptions
 from visiontune.tuning.outcome import Outcome, RunResult
 from visiontune.tuning.run_cache import forget_pruned
 from visiontune.tuning.space import suggest
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 # Metrics every settled trial records as user attributes (the study optimises one of them).
 RECORDED = ("val.acc", "val.loss", "test.acc", "test.loss")
+SHOWN_REASON = 160  # characters of a failure's reason in its progress line (all in the study)
 
 
 class Runner:
@@ -56,7 +57,7 @@ class Runner:
         # the experiment's name), to report every epoch and ask whether to prune.
         self.env = {**os.environ, STORAGE_ENV: trial_url(options.storage)}
         self.liveness = Liveness(storage, study)
-        self.worker = f"{socket.gethostname()}:{repo.resolve()}"
+        self.worker = accounting.worker(repo)
         self.waiting = False
 
     def name(self, trial: optuna.Trial) -> str:
@@ -112,18 +113,48 @@ class Runner:
         if result.outcome == Outcome.DONE:
             self.complete(study, trial, result.metrics or {})
         else:
-            self.fail(study, trial, result.reason)
+            self.fail(study, trial, result.reason, log=result.log, tail=result.tail)
 
-    def fail(self, study: optuna.Study, trial: optuna.Trial, reason: str) -> None:
-        """Record ``trial`` as FAIL; it counts toward --trials unless ``reason`` says it was
-        stopped from outside (:data:`~visiontune.tuning.accounting.NOT_COUNTED`)."""
+    def fail(
+        self,
+        study: optuna.Study,
+        trial: optuna.Trial,
+        reason: str,
+        *,
+        log: str = "",
+        tail: tuple[str, ...] = (),
+    ) -> None:
+        """Record ``trial`` as FAIL with its one-line reason, and the log its runner kept
+        (:meth:`keep_log`) and a crash's last lines, if any; it counts toward --trials
+        unless ``reason`` says it was stopped from outside
+        (:data:`~visiontune.tuning.accounting.NOT_COUNTED`)."""
         from optuna.trial import TrialState
 
         trial.set_user_attr(REASON, reason)
+        if log:
+            trial.set_user_attr(LOG, log)
+        if tail:
+            trial.set_user_attr(TAIL, list(tail))
         study.tell(trial, state=TrialState.FAIL)
         self.liveness.stop(trial.number)
         note = ", not counted" if reason in accounting.NOT_COUNTED else ""
-        say(f"{self.name(trial)}: FAIL ({reason}{note})")
+        if len(reason) > SHOWN_REASON:
+            reason = reason[: SHOWN_REASON - 3] + "..."
+        say(f"{self.name(trial)}: FAIL ({reason}{note})" + (f"  log: {log}" if log else ""))
+
+    def with_log(self, name: str, result: RunResult, output: str) -> RunResult:
+        """``result`` of a failed attempt, with its ``output`` kept (:meth:`keep_log`)."""
+        if result.outcome == Outcome.DONE or not output.strip():
+            return result
+        return dataclasses.replace(result, log=self.keep_log(name, output))
+
+    def keep_log(self, name: str, output: str) -> str:
+        """Save a trial's ``dvc exp run`` output where it stays (:data:`TRIAL_LOGS`, the
+        last attempt's); return its path relative to the repository, as users type it."""
+        path = TRIAL_LOGS / f"{name}.log"
+        (self.repo / TRIAL_LOGS).mkdir(parents=True, exist_ok=True)
+        (self.repo / path).write_text(output)
+        return path.as_posix()
 
     def interrupted(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         """Record trials stopped by Ctrl-C as FAIL that does not count toward --trials."""
