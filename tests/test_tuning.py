@@ -18,7 +18,6 @@ from optuna.trial import TrialState
 from visiontune.config.params import parse_params
 from visiontune.experiments.listing import experiment_file
 from visiontune.tuning.accounting import LOG, REASON, TAIL, counted
-from visiontune.tuning.dvc_queue import DvcQueue, parse_queue_status
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.space import suggest
 from visiontune.tuning.study import open_study
@@ -225,12 +224,7 @@ def test_two_jobs_run_through_the_queue(tune_repo):
     assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2]] * 2
     assert study.trials[0].intermediate_values[2] == study.trials[0].value
     assert set(trial_experiments(tune_repo)) == {"visiontune-0", "visiontune-1"}
-    status = tune_repo.dvc("queue", "status").stdout
-    assert "Queued" not in status
-    # The tuner asks dvc for the tasks when a task's result file appears (else every
-    # LOOK_SECONDS): one file per ended task, where DvcQueue looks for them.
-    ended = [task for task in parse_queue_status(status) if task.status in ("Success", "Failed")]
-    assert len(DvcQueue(tune_repo.path).ended_marks()) == len(ended) == 2
+    assert "Queued" not in tune_repo.dvc("queue", "status").stdout
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ so that recorded tables test it.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import tempfile
@@ -19,8 +18,6 @@ from visiontune.experiments.dvc_git import command, last_line, run_tool
 
 _STATUS_LINE = re.compile(r"^(?P<task>[0-9a-f]{7,})\s+(?P<name>\S+)\s.*\s(?P<status>\w+)\s*$")
 QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"
-# Where DVC's queue (celery's file backend) writes one result file as each task ends.
-RESULTS = Path(".dvc/tmp/exps/celery/result")
 
 
 @dataclass(frozen=True)
@@ -59,18 +56,8 @@ class DvcQueue:
         self.repo = repo
 
     def tasks(self) -> list[Task]:
-        """Every task dvc knows: queued, running, succeeded or failed (a dvc process:
-        about half a second of CPU)."""
+        """Every task dvc knows: queued, running, succeeded or failed."""
         return parse_queue_status(run_tool("dvc", "queue", "status", cwd=self.repo).stdout)
-
-    def ended_marks(self) -> frozenset[str]:
-        """The result files of the tasks that ended, read from a folder listing (no
-        process): when it has not changed, :meth:`tasks` has no news of an ending. Empty
-        where the folder is not (yet)."""
-        try:
-            return frozenset(os.listdir(self.repo / RESULTS))
-        except OSError:
-            return frozenset()
 
     def enqueue(self, name: str, overrides: dict[str, Any], target: str) -> str:
         """Queue ``dvc exp run -n name -S key=value ... target``; return the new task's id."""

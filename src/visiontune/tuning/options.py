@@ -12,7 +12,6 @@ from visiontune.config.paths import DEFAULT_STORAGE
 # would add to every trial; their files in a trial's commit stay its baseline's.
 TRIAL_TARGET = "evaluate"
 POLL_SECONDS = 1.0  # between looks at running trials
-LOOK_SECONDS = 10.0  # longest between two asks for the queue's tasks while trials run
 # A failed trial's log (its dvc exp run's output), kept as <name>.log: DVC's own copy goes
 # with its queue task, a temp run's with the run. Git-ignored, beside the default storage.
 TRIAL_LOGS = Path(".optuna/logs")

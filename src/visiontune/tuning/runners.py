@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import subprocess
 import tempfile
 import time
@@ -18,7 +17,7 @@ from visiontune.config.params import with_overrides
 from visiontune.config.paths import PREPARED
 from visiontune.experiments.listing import experiment_metrics, flatten
 from visiontune.tuning.dvc_queue import FAILED, SUCCESS, DvcQueue, temp_run_command
-from visiontune.tuning.options import LOOK_SECONDS, POLL_SECONDS, TRIAL_TARGET
+from visiontune.tuning.options import POLL_SECONDS, TRIAL_TARGET
 from visiontune.tuning.outcome import (
     Outcome,
     RunResult,
@@ -123,8 +122,6 @@ class QueueRunner(Runner):
         super().__init__(*args, **kwargs)
         self.queue = DvcQueue(self.repo)
         self.running: dict[int, _Queued] = {}
-        self.ended: frozenset[str] = frozenset()  # the queue's ended marks at the last look
-        self.looked = -math.inf  # when the last look at the queue's tasks was
 
     def run(self, study: optuna.Study) -> None:
         """Keep ``--jobs`` trials queued or running until the study counts ``--trials``."""
@@ -161,17 +158,7 @@ class QueueRunner(Runner):
         say(f"{name}: queued  {short(overrides)}")
 
     def poll(self, study: optuna.Study) -> None:
-        """Settle the trials whose task finished, was lost or ran past its time.
-
-        Asks dvc for the tasks when one has ended (its result file appeared) and at least
-        every :data:`LOOK_SECONDS` (a lost task, a time-out, a queue that writes no result
-        files), not at every poll: each ask costs half a second of CPU that the trials'
-        training could use.
-        """
-        ended = self.queue.ended_marks()
-        if ended == self.ended and time.monotonic() - self.looked < LOOK_SECONDS:
-            return
-        self.ended, self.looked = ended, time.monotonic()
+        """Settle the trials whose task finished, was lost or ran past its time."""
         tasks = {task.task: task for task in self.queue.tasks()}
         for number, entry in list(self.running.items()):
             task = tasks.get(entry.task)
