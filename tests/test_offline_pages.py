@@ -145,3 +145,11 @@ def test_the_lr_finder_page_draws_offline(browser, prepared, tmp_path) -> None:
     page = tmp_path / "plots" / "lr_find.html"
     lr_find(params, prepared, out=page, min_lr=1e-4, max_lr=1.0, steps=30)
     assert_drawn_offline(visit_offline(browser, page, PLOTLY_PLOT, PLOTLY_MARKS, 1), 1)
+
+
+def test_the_pages_are_kept_out_of_git(project) -> None:
+    """A page inlines its scripts (1 to 5 MB): `git add -A` must not commit one."""
+    pages = ["dvc_plots/index.html", "plots/heatmap.html", "plots/lr_find.html"]
+    pages += [(TUNE_PLOTS / name).as_posix() for name in ("history.html", "importances.html")]
+    ignored = project.git("check-ignore", *pages).stdout.split()
+    assert ignored == pages

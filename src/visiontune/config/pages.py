@@ -3,7 +3,7 @@ importances, the LR range test).
 
 Every page inlines plotly.js (about 5 MB): it draws with no network, and still draws when
 copied alone (attached to an issue, uploaded as one CI artifact), where a page that shares
-a plotly.min.js beside it breaks as soon as it moves without it. The pages are untracked
+a plotly.min.js beside it breaks as soon as it moves without it. The pages are git-ignored
 workspace files, in neither git nor DVC's cache, so the size costs local disk only.
 """
 

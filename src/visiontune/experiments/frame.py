@@ -2,7 +2,7 @@
 apart.
 
     >>> frame = experiments_frame(".")
-    >>> frame.metrics.nlargest(3, "val.acc")  # the three best runs
+    >>> frame.metrics["val.acc"].nlargest(3)  # the three best runs
 
 Columns are two-level: ``run`` (``rev``, ``kind``: workspace, baseline, branch or
 experiment; ``base``, the baseline it was run from; ``state``: success, queued, running or
