@@ -18,6 +18,7 @@ import json
 import math
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,10 +156,12 @@ def write_report(
         raise VisiontuneError(f"{repo} is not a dvc repository (no .dvc folder)")
     if top < 1:
         raise VisiontuneError(f"--top must be >= 1, got {top}")
-    frame = experiments_frame(repo)
-    workspace = (
-        section(frame, "params").iloc[0].dropna().to_dict()
-    )  # the first row is the workspace
+    with ThreadPoolExecutor(1) as pool:  # matplotlib loads while dvc lists the experiments
+        listing = pool.submit(experiments_frame, repo)
+        import matplotlib.figure  # noqa: F401
+
+        frame = listing.result()
+    workspace = section(frame, "params").iloc[0].dropna().to_dict()  # the first row
     metric = workspace.get("tune.metric", DEFAULT_METRIC)
     if metric not in OBJECTIVES:
         metric = DEFAULT_METRIC
