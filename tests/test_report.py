@@ -340,3 +340,24 @@ def _check_png(path: Path) -> None:
     assert data.startswith(PNG_SIGNATURE) and len(data) > 5000, path
     with Image.open(path) as image:
         assert image.format == "PNG" and image.size == (700, 450)
+
+
+def test_files_at_reads_many_commits_files_in_one_git_call(tmp_path):
+    """The report's series of every run shown come from one ``git cat-file --batch``:
+    texts exact (bytes counted, CRLF and non-ASCII kept), a missing file or rev None."""
+    from visiontune.experiments.dvc_git import files_at
+
+    repo = DvcRepo(tmp_path)
+    repo.git("init", "-q", "-b", "main")
+    texts = ["step\tacc\n1\t0.5\n", "crlf\r\nline ü\r\n", ""]
+    for number, text in enumerate(texts):
+        (tmp_path / "series.tsv").write_bytes(text.encode())
+        repo.git("add", "series.tsv")
+        repo.git("commit", "-q", "--allow-empty", "-m", f"commit {number}")
+    names = [f"HEAD~{2 - number}:series.tsv" for number in range(3)]
+    assert files_at(tmp_path, [*names, "HEAD:missing.tsv", "nope:series.tsv"]) == [
+        *texts,
+        None,
+        None,
+    ]
+    assert files_at(tmp_path, []) == []
