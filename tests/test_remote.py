@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -152,28 +153,30 @@ class _SilentServer:
 def test_unreachable_remote_fails_in_bounded_time_with_a_clear_message(
     origin: DvcRepo, gcs: GcsEmulator, tmp_path: Path
 ):
-    second = clone(origin, tmp_path / "second", gcs)
-    gcs.use_in(second, endpoint=f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    started = time.monotonic()
+    """A refused connection and a server that never answers, side by side (two clones:
+    both pulls only wait, on gcsfs' retries and on the request timeout)."""
+    refusing = clone(origin, tmp_path / "refusing", gcs)
+    gcs.use_in(refusing, endpoint=f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    silent = _SilentServer()
+    waiting = clone(origin, tmp_path / "waiting", gcs)
+    gcs.use_in(waiting, endpoint=f"http://127.0.0.1:{silent.port}")
+    waiting.env["FSSPEC_GS"] = json.dumps({"requests_timeout": 5})  # as docs/sharing.md advises
     # gcsfs tries each request 6 times with backoff (about 35 s): one target keeps it short
     pull = (sys.executable, "-m", "dvc", "pull", "models/model.pt")
-    refused = second.run(*pull, check=False, timeout=180)
-    print(f"refused: failed after {time.monotonic() - started:.0f} s")
-    assert refused.returncode != 0
-    assert "failed to connect to gs" in refused.stderr
-    assert not (second.path / "models" / "model.pt").exists()
-
-    silent = _SilentServer()
+    started = time.monotonic()
     try:
-        gcs.use_in(second, endpoint=f"http://127.0.0.1:{silent.port}")
-        second.env["FSSPEC_GS"] = json.dumps({"requests_timeout": 5})  # as docs/sharing.md advises
-        started = time.monotonic()
-        hung = second.run(*pull, check=False, timeout=180)
-        print(f"silent: failed after {time.monotonic() - started:.0f} s")
+        with ThreadPoolExecutor(2) as pool:
+            refused, hung = pool.map(
+                lambda repo: repo.run(*pull, check=False, timeout=180), (refusing, waiting)
+            )
     finally:
         silent.close()
-    assert hung.returncode != 0
-    assert "failed to connect to gs" in hung.stderr
+    print(f"both failed after {time.monotonic() - started:.0f} s")
+    for result in (refused, hung):
+        assert result.returncode != 0
+        assert "failed to connect to gs" in result.stderr
+    assert not (refusing.path / "models" / "model.pt").exists()
+    assert not (waiting.path / "models" / "model.pt").exists()
 
 
 def test_experiments_travel_between_clones_through_git(
