@@ -1,5 +1,6 @@
 """experiments: dvc experiments. Driving dvc and git (``dvc_git``), listing experiments
-and reading their files (``listing``), the sweep stage (``sweep``) and its cell store
+and reading their files (``listing``), all of them as a pandas DataFrame (``frame``,
+never imported by a stage), the sweep stage (``sweep``) and its cell store
 (``sweep_cache``, keyed by ``source_closure``), heatmaps (``heatmap``) of the runs they may
 compare (``comparable_runs``), and ``visiontune report`` (``report``).
 

@@ -23,8 +23,6 @@ import pandas as pd
 
 from visiontune.experiments.listing import Experiment, is_pruned, list_experiments
 
-SECTIONS = ("run", "params", "metrics")
-
 
 def experiments_frame(
     repo: Path | str = ".", *, workspace: bool = True, all_branches: bool = False
