@@ -9,22 +9,19 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.config.paths import EVALUATE_METRICS, TRAIN_METRICS
-from visiontune.experiments.dvc_git import run_tool
+from visiontune.experiments.dvc_git import files_at, run_tool
 
 # Where each experiment's own numbers are (git-tracked, so on the experiment's commit).
 METRICS_FILES = (TRAIN_METRICS.as_posix(), EVALUATE_METRICS.as_posix())
-
-
-KINDS = ("workspace", "baseline", "branch", "experiment")
 
 
 @dataclass(frozen=True)
 class Experiment:
     """One row of ``dvc exp show``: the workspace, a baseline commit or an experiment.
 
-    ``kind`` is one of ``KINDS``: the ``baseline`` is HEAD's commit, a ``branch`` the tip of
-    another branch (listed with ``all_branches``); ``base`` names the baseline row an
-    experiment was run from (a baseline's own name; empty for the workspace).
+    ``kind`` is ``workspace``, ``baseline`` (HEAD's commit), ``branch`` (the tip of another
+    branch, listed with ``all_branches``) or ``experiment``; ``base`` names the baseline row
+    an experiment was run from (a baseline's own name; empty for the workspace).
     ``params`` (from params.yaml) and ``metrics`` (the numbers of all metrics files merged)
     have dotted keys as ``dvc exp show`` prints them: ``model.lr``, ``val.acc``, ``test.acc``.
     ``state`` is ``success``, ``queued``, ``running`` or ``failed``; only a ``success``
@@ -125,8 +122,8 @@ def experiment_metrics(repo: Path, name: str) -> dict[str, float] | None:
     if ref is None:
         return None
     metrics: dict[str, float] = {}
-    for path in METRICS_FILES:
-        if (text := _file_at(repo, ref, path)) is not None:
+    for text in files_at(repo, [f"{ref}:{path}" for path in METRICS_FILES]):
+        if text is not None:
             metrics.update(flatten(json.loads(text)))
     return metrics
 
@@ -134,17 +131,12 @@ def experiment_metrics(repo: Path, name: str) -> dict[str, float] | None:
 def experiment_file(repo: Path, name: str, path: str) -> str | None:
     """The text of git-tracked ``path`` on the experiment named ``name``, or None."""
     ref = _experiment_ref(repo, name)
-    return None if ref is None else _file_at(repo, ref, path)
+    return None if ref is None else files_at(repo, [f"{ref}:{path}"])[0]
 
 
 def _experiment_ref(repo: Path, name: str) -> str | None:
     matching = [ref for ref in _experiment_refs(repo) if ref.rsplit("/", 1)[-1] == name]
     return matching[-1] if matching else None
-
-
-def _file_at(repo: Path, ref: str, path: str) -> str | None:
-    shown = run_tool("git", "show", f"{ref}:{path}", cwd=repo, check=False)
-    return shown.stdout if shown.returncode == 0 else None
 
 
 def experiment_names(repo: Path) -> set[str]:

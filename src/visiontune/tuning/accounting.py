@@ -26,6 +26,11 @@ LOG = "fail_log"  # user attr of a FAIL: its kept log, relative to the clone tha
 TAIL = "fail_tail"  # user attr of a crashed FAIL: the last lines of that log
 
 
+def experiment_name(study: str, number: int) -> str:
+    """The dvc experiment of trial ``number`` of ``study``: ``<study>-<number>``."""
+    return f"{study}-{number}"
+
+
 def worker(repo: Path) -> str:
     """This tuner's :data:`WORKER` mark: ``host:clone``."""
     return f"{socket.gethostname()}:{repo.resolve()}"

@@ -12,7 +12,15 @@ from visiontune.config.pages import write_plotly_page
 from visiontune.config.params import Params
 from visiontune.config.paths import TUNE_PLOTS, TUNE_SUMMARY, write_json
 from visiontune.experiments.listing import experiment_names
-from visiontune.tuning.accounting import LOG, REASON, TAIL, WORKER, counted, worker
+from visiontune.tuning.accounting import (
+    LOG,
+    REASON,
+    TAIL,
+    WORKER,
+    counted,
+    experiment_name,
+    worker,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -44,7 +52,7 @@ def write_summary(
         say(f"no trial completed: nothing to apply (failures in {TUNE_SUMMARY.as_posix()})")
         return summary
     best = study.best_trial
-    name = f"{study.study_name}-{best.number}"
+    name = experiment_name(study.study_name, best.number)
     summary["best"] = {
         "name": name,
         "params": best.params,
@@ -77,11 +85,11 @@ def _failed(study: optuna.Study, trial: FrozenTrial, repo: Path) -> dict[str, An
     """A failed trial in metrics/tune.json: name, params, reason, and where its log is (in
     the clone of the worker that ran it, named when that is another)."""
     attrs = trial.user_attrs
-    entry = {"name": f"{study.study_name}-{trial.number}", "params": trial.params}
+    entry = {"name": experiment_name(study.study_name, trial.number), "params": trial.params}
     entry["reason"] = attrs.get(REASON)
     if LOG in attrs:
         entry["log"] = attrs[LOG]
-        if attrs.get(WORKER, worker(repo)) != worker(repo):
+        if WORKER in attrs and attrs[WORKER] != worker(repo):
             entry["worker"] = attrs[WORKER]
     if TAIL in attrs:
         entry["tail"] = attrs[TAIL]

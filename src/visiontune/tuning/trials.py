@@ -61,7 +61,7 @@ class Runner:
         self.waiting = False
 
     def name(self, trial: optuna.Trial) -> str:
-        return f"{self.options.study}-{trial.number}"
+        return accounting.experiment_name(self.options.study, trial.number)
 
     def ask(self, study: optuna.Study) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A new trial and its params; a surplus trial or a refused combination fails at once."""
