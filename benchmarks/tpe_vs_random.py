@@ -18,10 +18,13 @@ import tempfile
 from pathlib import Path
 
 from visiontune.config.params import load_params, parse_override
+from visiontune.config.tune_settings import load_settings
 from visiontune.data.download import download
 from visiontune.data.preprocess import prepare
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.tuner import tune
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -30,7 +33,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    params = load_params()
+    params, settings = load_params(), load_settings(ROOT)
     fixed = dict(parse_override(text) for text in args.set)
     curves: dict[str, list[list[float]]] = {"tpe": [], "random": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -38,7 +41,7 @@ def main() -> None:
         download(params.data.source, repo / "data" / "raw")
         prepare(repo / "data" / "raw", repo / "data" / "prepared", params.data)
         for seed in range(args.seeds):
-            seeded = dataclasses.replace(params, tune=dataclasses.replace(params.tune, seed=seed))
+            seeded = dataclasses.replace(settings, seed=seed)
             for sampler in curves:
                 options = TuneOptions(
                     trials=args.trials,
@@ -47,9 +50,10 @@ def main() -> None:
                     fixed=fixed,
                     in_process=True,
                     sampler=sampler,
+                    settings=seeded,
                 )
                 with contextlib.redirect_stdout(io.StringIO()):
-                    study = tune(seeded, options, repo)
+                    study = tune(params, options, repo)
                 curves[sampler].append(_best_so_far(study))
                 print(f"seed {seed} {sampler:6s} best val.acc {curves[sampler][-1][-1]:.4f}")
     print(f"\nmean best val.acc over {args.seeds} seeds after k trials")

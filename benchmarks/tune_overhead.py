@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 MODES = {"dvc experiments": [], "in-process": ["--in-process"]}
 
@@ -44,13 +42,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = _baseline(Path(tmp) / "repo")
         for repeat in range(1, args.repeats + 1):
-            _new_sampler_seed(repo, repeat)
+            # A new sampler seed each repeat: its trials are new, so DVC's run-cache (which
+            # would restore a repeat's identical experiments in a second) cannot help.
+            seeded = [*common, "--set", f"tune.seed={repeat}"]
             labels = list(MODES)
             order.shuffle(labels)
             seconds = {}
             for label in labels:
                 run = f"{label.replace(' ', '_')}-{repeat}"
-                seconds[label] = _time_tune(repo, f"sqlite:///{tmp}/{run}.db", run, common, label)
+                seconds[label] = _time_tune(repo, f"sqlite:///{tmp}/{run}.db", run, seeded, label)
             ratios.append(seconds["dvc experiments"] / seconds["in-process"])
             extra.append((seconds["dvc experiments"] - seconds["in-process"]) / args.trials)
             print(f"repeat {repeat}: ratio {ratios[-1]:.2f}, {extra[-1]:.1f} s more a trial")
@@ -66,16 +66,6 @@ def _baseline(repo: Path) -> Path:
     _run(repo, "dvc", "repro", "evaluate")
     _commit(repo, "baseline")
     return repo
-
-
-def _new_sampler_seed(repo: Path, seed: int) -> None:
-    """Commit ``tune.seed``: each repeat's trials are new, so DVC's run-cache (which would
-    restore a repeat's identical experiments in a second) cannot help the dvc mode."""
-    path = repo / "params.yaml"
-    params = yaml.safe_load(path.read_text())
-    params["tune"]["seed"] = seed
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    _commit(repo, f"tune.seed {seed}")
 
 
 def _time_tune(repo: Path, storage: str, study: str, common: list[str], label: str) -> float:

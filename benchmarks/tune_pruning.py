@@ -27,11 +27,14 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from visiontune.config.params import PRUNERS, load_params, parse_override, with_overrides
+from visiontune.config.params import load_params, parse_override, with_overrides
+from visiontune.config.tune_settings import PRUNERS, load_settings
 from visiontune.data.download import download
 from visiontune.data.preprocess import prepare
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.tuner import tune
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DATA = {"data.source": "mnist_subset", "data.image_size": 16}
 
@@ -56,8 +59,9 @@ def main() -> None:
     data = {k: v for k, v in overrides.items() if k.startswith("data.")}
     params = with_overrides(load_params(), data)
     fixed = {k: v for k, v in overrides.items() if not k.startswith("data.")}
-    space = tuple(param for param in params.tune.space if param.key not in fixed)
-    params = dataclasses.replace(params, tune=dataclasses.replace(params.tune, space=space))
+    settings = load_settings(ROOT)
+    space = tuple(param for param in settings.space if param.key not in fixed)
+    settings = dataclasses.replace(settings, space=space)
     ratios: dict[str, list[float]] = {name: [] for name in pruners}
     cpu_ratios: dict[str, list[float]] = {name: [] for name in pruners}
     gains: dict[str, list[float]] = {name: [] for name in pruners}
@@ -66,11 +70,14 @@ def main() -> None:
         repo = Path(tmp)
         download(params.data.source, repo / "data" / "raw")
         prepare(repo / "data" / "raw", repo / "data" / "prepared", params.data)
-        _study(params, "none", -1, 1, {**fixed, "train.epochs": 1}, repo)  # imports, untimed
+        _study(params, settings, "none", -1, 1, {**fixed, "train.epochs": 1}, repo)  # untimed
         for seed in range(args.seeds):
             modes = ["none", *pruners]
             order.shuffle(modes)
-            results = {mode: _study(params, mode, seed, args.trials, fixed, repo) for mode in modes}
+            results = {
+                mode: _study(params, settings, mode, seed, args.trials, fixed, repo)
+                for mode in modes
+            }
             base_seconds, base_best, _ = results["none"]
             for name in pruners:
                 seconds, best, _ = results[name]
@@ -88,19 +95,19 @@ def main() -> None:
         print(f"{' ' * len(name)}  best val.acc - none's {_spread(gains[name], '+.4f')}")
 
 
-def _study(params, pruner: str, seed: int, trials: int, fixed: dict, repo: Path):
+def _study(params, settings, pruner: str, seed: int, trials: int, fixed: dict, repo: Path):
     """Wall seconds, best complete val.acc and pruned trials of one in-process study."""
-    tuned = dataclasses.replace(params.tune, seed=max(seed, 0), pruner=pruner)
     options = TuneOptions(
         trials=trials,
         storage=f"sqlite:///{repo}/{pruner}-{seed}.db",
         study=f"{pruner}-{seed}",
         fixed=fixed,
         in_process=True,
+        settings=dataclasses.replace(settings, seed=max(seed, 0), pruner=pruner),
     )
     start, cpu = time.perf_counter(), time.process_time()
     with contextlib.redirect_stdout(io.StringIO()):
-        study = tune(dataclasses.replace(params, tune=tuned), options, repo)
+        study = tune(params, options, repo)
     seconds = Seconds(time.perf_counter() - start, time.process_time() - cpu)
     pruned = sum(trial.state.name == "PRUNED" for trial in study.trials)
     return seconds, study.best_value, pruned

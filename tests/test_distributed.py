@@ -24,7 +24,8 @@ from helpers.postgres import NOT_FOUND, Postgres, postgres_server, server_bin_di
 from helpers.servers import wait_for
 from optuna.trial import TrialState
 
-from visiontune.config.params import parse_params
+from visiontune.config.params import Params
+from visiontune.config.tune_settings import parse_settings
 from visiontune.tuning.accounting import REASON, SURPLUS, WORKER, counted
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.runners import TempRunner
@@ -66,8 +67,8 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_two_workers_asking_at_once_do_not_overshoot(storage: str, tmp_path: Path) -> None:
-    params = parse_params({"tune": {"space": SPACE}})
-    options = TuneOptions(trials=2, storage=storage)
+    params, settings = Params(), parse_settings({"space": SPACE})
+    options = TuneOptions(trials=2, storage=storage, settings=settings)
     storage = open_storage(storage)
     study = open_study(params, options, storage)
     study.tell(study.ask(), 0.5)
@@ -88,8 +89,8 @@ def test_two_workers_asking_at_once_do_not_overshoot(storage: str, tmp_path: Pat
 
 def test_workers_opening_a_new_database_at_once(postgres: Postgres) -> None:
     """Workers started together on an empty database race to create Optuna's tables."""
-    params = parse_params({"tune": {"space": SPACE}})
-    options = TuneOptions(trials=2, storage=new_database(postgres))
+    params, settings = Params(), parse_settings({"space": SPACE})
+    options = TuneOptions(trials=2, storage=new_database(postgres), settings=settings)
     together = threading.Barrier(4, timeout=60)
 
     def start() -> str:
@@ -105,8 +106,8 @@ def test_racing_workers_count_exactly_the_target(postgres: Postgres, tmp_path: P
     """Four workers (threads, each with its own connections) race for 10 trials on PostgreSQL
     in lockstep rounds: in the third round all four see the last two trials missing."""
     url = new_database(postgres)
-    params = parse_params({"tune": {"space": SPACE}})
-    options = TuneOptions(trials=10, storage=url)
+    params, settings = Params(), parse_settings({"space": SPACE})
+    options = TuneOptions(trials=10, storage=url, settings=settings)
     open_study(params, options)  # created once, then opened by each worker
     rounds = threading.Barrier(4, timeout=60)
 
@@ -131,15 +132,17 @@ def test_racing_workers_count_exactly_the_target(postgres: Postgres, tmp_path: P
 def test_workers_of_a_shared_study_draw_different_points(
     postgres: Postgres, tmp_path: Path
 ) -> None:
-    params = parse_params({"tune": {"space": SPACE}})
-    shared = TuneOptions(trials=2, storage=new_database(postgres))
+    params, settings = Params(), parse_settings({"space": SPACE})
+    shared = TuneOptions(trials=2, storage=new_database(postgres), settings=settings)
     first, second = open_study(params, shared), open_study(params, shared)  # started together
-    assert suggest(first.ask(), params.tune.space) != suggest(second.ask(), params.tune.space)
+    assert suggest(first.ask(), settings.space) != suggest(second.ask(), settings.space)
 
     # A SQLite study (one machine) stays reproducible: the same seed, the same draws.
-    alone, again = (TuneOptions(trials=2, storage=f"sqlite:///{tmp_path / n}") for n in "ab")
-    draw = suggest(open_study(params, alone).ask(), params.tune.space)
-    assert suggest(open_study(params, again).ask(), params.tune.space) == draw
+    alone, again = (
+        TuneOptions(trials=2, storage=f"sqlite:///{tmp_path / n}", settings=settings) for n in "ab"
+    )
+    draw = suggest(open_study(params, alone).ask(), settings.space)
+    assert suggest(open_study(params, again).ask(), settings.space) == draw
 
 
 # --- slow: two clones ("machines"), each running `visiontune tune` ----------------------

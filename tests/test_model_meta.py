@@ -20,17 +20,12 @@ PATH = Path("models/model.pt")
 
 @pytest.fixture
 def meta() -> ModelMeta:
-    """A meta whose params hold every kind of value: tuples, and tune.space records."""
+    """A meta whose params hold every kind of value: numbers, strings, tuples, ranges."""
     params = parse_params(
         {
             "model": {"width": 4, "blocks": 1},
+            "train": {"crop": 0, "resized_crop": True, "crop_scale": [0.5, 1.0]},
             "sweep": {"x_values": [0.01, 0.1], "y_values": [4, 8]},
-            "tune": {
-                "space": {
-                    "model.lr": {"type": "float", "low": 0.001, "high": 0.1, "log": True},
-                    "model.name": {"type": "categorical", "choices": ["cnn", "resnet18"]},
-                }
-            },
         }
     )
     return ModelMeta(
@@ -52,6 +47,13 @@ def test_dict_and_json_round_trips(meta: ModelMeta) -> None:
     assert data["reference"]["modes"] == {"L": 2, "P": 1}
     assert ModelMeta.from_dict(data, PATH) == meta
     assert ModelMeta.from_dict(json.loads(json.dumps(data)), PATH) == meta
+
+
+def test_a_model_trained_while_params_had_a_tune_section_loads(meta: ModelMeta) -> None:
+    """The tuner's settings left params.yaml: an older checkpoint's ``tune`` is dropped."""
+    data = meta.to_dict()
+    data["params"]["tune"] = {"space": [{"key": "model.lr", "type": "float", "low": 0.001}]}
+    assert ModelMeta.from_dict(data, PATH) == meta
 
 
 def test_a_model_trained_before_references_loads_without_one(meta: ModelMeta) -> None:

@@ -11,10 +11,11 @@ from helpers.dvc_repo import SPACE
 from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
-from visiontune.config.params import ParamsError, parse_params
+from visiontune.config.params import Params, ParamsError, parse_params
+from visiontune.config.tune_settings import parse_settings
 from visiontune.training.fit import fit
 from visiontune.tuning.options import TuneOptions
-from visiontune.tuning.study import open_study
+from visiontune.tuning.study import open_study, pruner_spec
 from visiontune.tuning.trial_link import (
     EXPERIMENT_ATTR,
     EXPERIMENT_ENV,
@@ -22,7 +23,6 @@ from visiontune.tuning.trial_link import (
     STORAGE_ENV,
     build_pruner,
     link_from_environment,
-    pruner_spec,
 )
 
 # Keep only the best trial at each epoch once one trial finished: trials after it that lag
@@ -42,20 +42,20 @@ HARSH["pruning"]["n_warmup_steps"] = 0
     ],
 )
 def test_each_pruner_is_optunas_own_with_its_options_explicit(name, kind, options):
-    spec = pruner_spec(parse_params({"tune": {"pruner": name}}))
+    spec = pruner_spec(Params(), parse_settings({"pruner": name}))
     assert spec["name"] == name and set(options) <= set(spec)
     assert isinstance(build_pruner(spec), kind)
     json.dumps(spec)  # a trial's user attribute
 
 
 def test_hyperband_budget_is_a_full_trial():
-    params = parse_params({"train": {"epochs": 7}, "tune": {"pruner": "hyperband"}})
-    assert pruner_spec(params)["max_resource"] == 7
+    hyperband = parse_settings({"pruner": "hyperband"})
+    assert pruner_spec(parse_params({"train": {"epochs": 7}}), hyperband)["max_resource"] == 7
     space = {"train.epochs": {"type": "int", "low": 2, "high": 30}}
-    params = parse_params({"tune": {"pruner": "hyperband", "space": space}})
-    assert pruner_spec(params)["max_resource"] == 30
+    settings = parse_settings({"pruner": "hyperband", "space": space})
+    assert pruner_spec(Params(), settings)["max_resource"] == 30
     given = {"pruner": "hyperband", "pruning": {"max_resource": 9}}
-    assert pruner_spec(parse_params({"tune": given}))["max_resource"] == 9
+    assert pruner_spec(Params(), parse_settings(given))["max_resource"] == 9
 
 
 @pytest.mark.parametrize(
@@ -70,17 +70,17 @@ def test_hyperband_budget_is_a_full_trial():
 )
 def test_bad_pruner_params_name_the_key(tune, message):
     with pytest.raises(ParamsError, match=message.replace(".", r"\.")):
-        parse_params({"tune": tune})
+        parse_settings(tune)
 
 
 def test_a_stage_finds_its_trial_only_when_a_tuner_runs_it(tmp_path, monkeypatch):
     """No storage in the environment, a name that is no trial, a settled trial, a trial
     another experiment runs: no link, the stage trains as always."""
     storage = f"sqlite:///{tmp_path / 's.db'}"
-    params = parse_params({"tune": {"space": SPACE}})
-    study = open_study(params, TuneOptions(trials=1, storage=storage, study="s"))
+    params, settings = Params(), parse_settings({"space": SPACE})
+    study = open_study(params, TuneOptions(trials=1, storage=storage, study="s", settings=settings))
     trial = study.ask()
-    trial.set_user_attr(PRUNER_ATTR, pruner_spec(params))
+    trial.set_user_attr(PRUNER_ATTR, pruner_spec(params, settings))
     trial.set_user_attr(EXPERIMENT_ATTR, "s-0")
     monkeypatch.delenv(STORAGE_ENV, raising=False)
     monkeypatch.setenv(EXPERIMENT_ENV, "s-0")
@@ -136,7 +136,7 @@ def test_pruned_trials_are_successful_experiments_and_never_replayed(baseline_cl
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     repo.set_param("train", "epochs", 3)
     for key, value in HARSH.items():
-        repo.set_param("tune", key, value)
+        repo.set_tune(key, value)
     repo.commit("harsh pruning")
     repo.run(sys.executable, "-m", "visiontune", "tune", "--storage", storage, "--trials", "3")
 

@@ -255,6 +255,7 @@ def test_a_study_of_30_trials_gets_history_parallel_coordinates_and_importances(
 
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     study = optuna.create_study(study_name="s", storage=storage, direction="maximize")
+    study.set_user_attr("metric", "val.acc")  # as the tuner names its study's metric
     for _ in range(30):
         trial = study.ask()
         lr = trial.suggest_float("model.lr", 1e-4, 0.1, log=True)
@@ -266,7 +267,7 @@ def test_a_study_of_30_trials_gets_history_parallel_coordinates_and_importances(
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # Optuna's experimental warnings are silenced
-        figures = study_figures(tmp_path, {"tune.metric": "val.acc"}, plots, storage, "s")
+        figures = study_figures(tmp_path, plots, storage, "s")
     assert [(title, path.name) for title, path in figures] == [
         ("tuning history", "tune_history.png"),
         ("parallel coordinates", "tune_parallel.png"),
@@ -291,7 +292,7 @@ def test_importances_that_optuna_cannot_compute_are_left_out_without_a_traceback
             trial.suggest_float("model.lr", 0.01, 0.1)
             study.tell(trial, 0.5)
 
-    figures = study_figures(tmp_path, {}, tmp_path, storage, "one")
+    figures = study_figures(tmp_path, tmp_path, storage, "one")
     assert [title for title, _ in figures] == ["tuning history", "parallel coordinates"]
     fanova = partial(plot_param_importances, evaluator=FanovaImportanceEvaluator(seed=0))
     assert optuna_plot(fanova, study, "val.acc", tmp_path / "flat.png") is None

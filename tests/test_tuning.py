@@ -15,7 +15,8 @@ from helpers.servers import wait_for
 from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
-from visiontune.config.params import parse_params
+from visiontune.config.params import Params
+from visiontune.config.tune_settings import parse_settings
 from visiontune.experiments.listing import experiment_file
 from visiontune.tuning.accounting import LOG, REASON, TAIL, counted
 from visiontune.tuning.options import TuneOptions
@@ -48,12 +49,12 @@ def trial_experiments(repo) -> dict:
 
 
 def test_suggest_covers_the_space_within_bounds():
-    params = parse_params(
-        {"tune": {"space": {**SPACE, "model.width": {"type": "categorical", "choices": [8, 16]}}}}
+    settings = parse_settings(
+        {"space": {**SPACE, "model.width": {"type": "categorical", "choices": [8, 16]}}}
     )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
-        values = suggest(study.ask(), params.tune.space)
+        values = suggest(study.ask(), settings.space)
         assert 0.003 <= values["model.lr"] <= 0.05
         assert 0 <= values["model.dropout"] <= 0.3
         assert values["model.width"] in (8, 16)
@@ -75,14 +76,14 @@ def test_counted_trials(tmp_path):
 
 
 def test_resumed_study_does_not_replay_its_first_draws(tmp_path):
-    params = parse_params({"tune": {"space": SPACE, "n_startup_trials": 10}})
-    options = TuneOptions(trials=4, storage=f"sqlite:///{tmp_path / 's.db'}")
-    first = open_study(params, options)
-    drawn = [suggest(first.ask(), params.tune.space) for _ in range(2)]
+    settings = parse_settings({"space": SPACE, "n_startup_trials": 10})
+    options = TuneOptions(trials=4, storage=f"sqlite:///{tmp_path / 's.db'}", settings=settings)
+    first = open_study(Params(), options)
+    drawn = [suggest(first.ask(), settings.space) for _ in range(2)]
     for trial in first.trials:
         first.tell(trial.number, 0.5)
-    resumed = open_study(params, options)
-    again = suggest(resumed.ask(), params.tune.space)
+    resumed = open_study(Params(), options)
+    again = suggest(resumed.ask(), settings.space)
     assert again not in drawn
 
 
@@ -114,9 +115,12 @@ def test_bad_fixed_override_fails_before_any_trial(tmp_path):
     result = run_tune(repo, "--trials", "1", "--set", "train.epochs=0", check=False)
     assert result.returncode == 1
     assert result.stderr == "error: train.epochs must be >= 1, got 0\n"
-    result = run_tune(repo, "--trials", "1", "--set", "tune.pruner=none", check=False)
+    result = run_tune(repo, "--trials", "1", "--set", "sweep.epochs=2", check=False)
     assert result.returncode == 1
-    assert result.stderr.startswith("error: --set tune.pruner: --set fixes a param of every ")
+    assert result.stderr.startswith("error: --set sweep.epochs: --set fixes a param of every ")
+    result = run_tune(repo, "--trials", "1", "--set", "tune.pruner=asha", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: tune.pruner must be one of none, median")
 
 
 # --- real dvc experiments --------------------------------------------------------------

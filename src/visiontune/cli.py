@@ -15,30 +15,43 @@ from visiontune.config.paths import DEFAULT_STORAGE, MODEL, PREPARED, PROFILE_TR
 
 
 def _params(args: argparse.Namespace) -> None:
-    """Validate params.yaml and print every key with its effective value."""
+    """Validate params.yaml (and the tuner's settings beside it) and print every key of
+    params.yaml with its effective value; with ``--tune``, the tuner's settings instead."""
+    from visiontune.config import tune_settings
     from visiontune.config.params import to_raw
 
     params = load_params(args.file)
-    print(yaml.safe_dump(to_raw(params), sort_keys=False), end="")
+    settings = tune_settings.load_settings(args.file.parent)
+    shown = tune_settings.to_raw(settings) if args.tune else to_raw(params)
+    print(yaml.safe_dump(shown, sort_keys=False), end="")
 
 
 def _tune(args: argparse.Namespace) -> None:
+    from visiontune.config.tune_settings import load_settings
     from visiontune.tuning.options import TuneOptions
     from visiontune.tuning.tuner import tune
 
     params = load_params()
-    fixed = dict(parse_override(text) for text in args.set)
+    overrides = dict(parse_override(text) for text in args.set)
+    settings = load_settings(Path.cwd(), {k: v for k, v in overrides.items() if _is_tune(k)})
+    fixed = {key: value for key, value in overrides.items() if not _is_tune(key)}
     with_overrides(params, fixed)  # fail now, not in every trial
     options = TuneOptions(
-        trials=params.tune.trials if args.trials is None else args.trials,
+        trials=settings.trials if args.trials is None else args.trials,
         jobs=args.jobs,
         storage=args.storage,
-        study=args.study or params.tune.study,
+        study=args.study or settings.study,
         fixed=fixed,
         in_process=args.in_process,
         sampler=args.sampler,
+        settings=settings,
     )
     tune(params, options, repo=Path.cwd())
+
+
+def _is_tune(key: str) -> bool:
+    """Whether a ``--set`` key is one of the tuner's settings (``tune.pruner``)."""
+    return key.partition(".")[0] == "tune"
 
 
 def _heatmap(args: argparse.Namespace) -> None:
@@ -285,8 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    check = commands.add_parser("params", help="validate params.yaml and print the values used")
+    check = commands.add_parser(
+        "params", help="validate params.yaml and the tuner's settings; print the values used"
+    )
     check.add_argument("--file", type=Path, default=Path("params.yaml"), help="params file")
+    check.add_argument(
+        "--tune", action="store_true", help="print the tuner's settings (pyproject.toml) instead"
+    )
     check.set_defaults(func=_params)
 
     tune = commands.add_parser(
@@ -301,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_STORAGE,
         help="Optuna storage URL (default: a git-ignored SQLite file)",
     )
-    tune.add_argument("--study", help="study name (default: tune.study in params.yaml)")
+    tune.add_argument("--study", help="study name (default: tune.study in pyproject.toml)")
     tune.add_argument(
         "--in-process",
         action="store_true",
@@ -313,7 +331,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="tpe",
         help="TPE (default), or random search as a baseline",
     )
-    _add_set(tune, "every trial")
+    tune.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="fix a param of every trial (train.epochs=3), or override a tuner setting of "
+        "pyproject.toml (tune.pruner=none, tune.space.model.lr=...) (repeatable)",
+    )
     tune.set_defaults(func=_tune)
 
     heatmap = commands.add_parser(
@@ -343,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--storage", help=f"Optuna storage URL (default {DEFAULT_STORAGE} if present)"
     )
-    report.add_argument("--study", help="study to plot (default: tune.study in params.yaml)")
+    report.add_argument("--study", help="study to plot (default: tune.study in pyproject.toml)")
     report.set_defaults(func=_report)
     _add_export(commands)
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import tomlkit
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,7 +21,8 @@ SHRINK = {
     "train": {"epochs": 2, "threads": 1},
     "sweep": {"x_values": [0.01, 0.1], "y_values": [8, 16], "epochs": 1},
 }
-# A cheap tune space and quick liveness marks, so that trials and staleness take seconds.
+# A cheap tune space and quick liveness marks, so that trials and staleness take seconds
+# (the "tune" section goes to pyproject.toml's [tool.visiontune.tune], the rest to params.yaml).
 SPACE = {
     "model.lr": {"type": "float", "low": 0.003, "high": 0.05, "log": True},
     "model.dropout": {"type": "float", "low": 0.0, "high": 0.3},
@@ -46,7 +48,8 @@ class DvcRepo:
 
     @classmethod
     def copy_of_project(cls, path: Path, overrides: dict[str, dict[str, Any]]) -> DvcRepo:
-        """Copy the project's tracked (and new, not ignored) files, shrink params, commit."""
+        """Copy the project's tracked (and new, not ignored) files, shrink params (and the
+        tuner's settings: ``overrides["tune"]``), commit."""
         listed = subprocess.run(
             ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
             cwd=ROOT,
@@ -63,7 +66,10 @@ class DvcRepo:
         repo = cls(path)
         for section, values in overrides.items():
             for key, value in values.items():
-                repo.set_param(section, key, value)
+                if section == "tune":
+                    repo.set_tune(key, value)
+                else:
+                    repo.set_param(section, key, value)
         repo.git("init", "-q", "-b", "main")
         repo.commit("copy of visiontune")
         return repo
@@ -110,6 +116,13 @@ class DvcRepo:
         params = yaml.safe_load(path.read_text())
         params.setdefault(section, {})[key] = value
         path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+    def set_tune(self, key: str, value: Any) -> None:
+        """Set ``key`` of the tuner's settings, pyproject.toml's [tool.visiontune.tune]."""
+        path = self.path / "pyproject.toml"
+        document = tomlkit.parse(path.read_text())
+        document["tool"]["visiontune"]["tune"][key] = value
+        path.write_text(tomlkit.dumps(document))
 
     def metrics(self) -> dict[str, Any]:
         """All metrics/*.json files merged, as ``dvc metrics show`` groups them."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ class ParamsError(VisiontuneError):
     """params.yaml (or a ``-S`` override) holds an unknown key or a bad value."""
 
 
-def _spec(
+def spec(
     default: Any,
     *,
     gt: float | None = None,
@@ -33,10 +34,12 @@ def _spec(
     lt: float | None = None,
     le: float | None = None,
     choices: tuple[str, ...] | None = None,
+    parse: Callable[[Any], Any] | None = None,
     doc: str = "",
 ) -> Any:
-    """A dataclass field with its bounds and allowed values kept as metadata."""
-    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "doc": doc}
+    """A dataclass field with its bounds and allowed values kept as metadata; ``parse``
+    validates and converts a value of its own shape (a search space, say)."""
+    meta = {"gt": gt, "ge": ge, "lt": lt, "le": le, "choices": choices, "parse": parse, "doc": doc}
     return field(default=default, metadata=meta)
 
 
@@ -44,43 +47,43 @@ def _spec(
 class DataParams:
     """Which images, at what size, split how (download + preprocess stages)."""
 
-    source: str = _spec("digits", doc="built-in dataset name, folder, archive or URL")
-    image_size: int = _spec(8, ge=4, le=1024, doc="images are resized to this square")
-    channels: int = _spec(1, choices=(1, 3), doc="1 = grayscale, 3 = RGB")
-    val_fraction: float = _spec(0.15, gt=0, lt=1)
-    test_fraction: float = _spec(0.15, gt=0, lt=1)
-    max_per_class: int = _spec(0, ge=0, doc="keep at most this many images per class; 0 = all")
-    skip_corrupt: bool = _spec(False, doc="skip unreadable images instead of failing")
-    seed: int = _spec(0, ge=0, doc="drives the subset and the split")
-    workers: int = _spec(0, ge=0, doc="processes decoding images; 0 = every core")
+    source: str = spec("digits", doc="built-in dataset name, folder, archive or URL")
+    image_size: int = spec(8, ge=4, le=1024, doc="images are resized to this square")
+    channels: int = spec(1, choices=(1, 3), doc="1 = grayscale, 3 = RGB")
+    val_fraction: float = spec(0.15, gt=0, lt=1)
+    test_fraction: float = spec(0.15, gt=0, lt=1)
+    max_per_class: int = spec(0, ge=0, doc="keep at most this many images per class; 0 = all")
+    skip_corrupt: bool = spec(False, doc="skip unreadable images instead of failing")
+    seed: int = spec(0, ge=0, doc="drives the subset and the split")
+    workers: int = spec(0, ge=0, doc="processes decoding images; 0 = every core")
 
 
 @dataclass(frozen=True)
 class ModelParams:
     """The network and its learning rate (train stage)."""
 
-    name: str = _spec("cnn", doc="'cnn' or any timm model name")
-    lr: float = _spec(0.01, gt=0, le=10)
-    dropout: float = _spec(0.1, ge=0, lt=1)
-    blocks: int = _spec(2, ge=1, le=8, doc="cnn: conv blocks, each halves the resolution")
-    width: int = _spec(16, ge=1, le=1024, doc="cnn: channels of the first block")
-    batchnorm: bool = _spec(True)
-    residual: bool = _spec(True, doc="cnn: residual skip in each block")
-    squeeze_excite: bool = _spec(False, doc="cnn: squeeze-and-excitation in each block")
-    pretrained: bool = _spec(False, doc="timm: load the hub's pretrained weights (needs a network)")
-    weights: str = _spec(
+    name: str = spec("cnn", doc="'cnn' or any timm model name")
+    lr: float = spec(0.01, gt=0, le=10)
+    dropout: float = spec(0.1, ge=0, lt=1)
+    blocks: int = spec(2, ge=1, le=8, doc="cnn: conv blocks, each halves the resolution")
+    width: int = spec(16, ge=1, le=1024, doc="cnn: channels of the first block")
+    batchnorm: bool = spec(True)
+    residual: bool = spec(True, doc="cnn: residual skip in each block")
+    squeeze_excite: bool = spec(False, doc="cnn: squeeze-and-excitation in each block")
+    pretrained: bool = spec(False, doc="timm: load the hub's pretrained weights (needs a network)")
+    weights: str = spec(
         "", doc="timm: a weights file in weights/ to start from (a dependency of train); '' = none"
     )
-    mean_std: str = _spec(
+    mean_std: str = spec(
         "data",
         choices=("data", "pretrained"),
         doc="inputs standardised with the train split's mean/std or the pretrained weights'",
     )
-    backbone_lr_ratio: float = _spec(
+    backbone_lr_ratio: float = spec(
         1.0, gt=0, le=100, doc="the backbone learns at model.lr times this; the head at model.lr"
     )
-    input_size: int = _spec(0, ge=0, le=1024, doc="the network's input side; 0 = data.image_size")
-    crop_pct: float = _spec(
+    input_size: int = spec(0, ge=0, le=1024, doc="the network's input side; 0 = data.image_size")
+    crop_pct: float = spec(
         1.0, gt=0, le=1, doc="evaluation sees the centre square of this share of the image side"
     )
 
@@ -92,32 +95,32 @@ PRECISIONS = ("32", "bf16", "16")
 class TrainParams:
     """How the network is optimised (train stage)."""
 
-    epochs: int = _spec(12, ge=1, le=10_000)
-    batch_size: int = _spec(128, ge=2, le=65_536, doc="at least 2: batchnorm needs two images")
-    optimizer: str = _spec("adamw", choices=("sgd", "adam", "adamw"))
-    weight_decay: float = _spec(0.0005, ge=0, lt=1)
-    momentum: float = _spec(0.9, ge=0, lt=1, doc="sgd momentum")
-    schedule: str = _spec("onecycle", choices=("none", "cosine", "onecycle"))
-    label_smoothing: float = _spec(0.0, ge=0, lt=1)
-    patience: int = _spec(0, ge=0, doc="stop after this many epochs without val/acc gain; 0 = off")
-    flip: bool = _spec(False, doc="random horizontal flips")
-    crop: int = _spec(1, ge=0, le=64, doc="random crops after padding by this many pixels")
-    device: str = _spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
-    threads: int = _spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
-    seed: int = _spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
-    resident_mb: int = _spec(
+    epochs: int = spec(12, ge=1, le=10_000)
+    batch_size: int = spec(128, ge=2, le=65_536, doc="at least 2: batchnorm needs two images")
+    optimizer: str = spec("adamw", choices=("sgd", "adam", "adamw"))
+    weight_decay: float = spec(0.0005, ge=0, lt=1)
+    momentum: float = spec(0.9, ge=0, lt=1, doc="sgd momentum")
+    schedule: str = spec("onecycle", choices=("none", "cosine", "onecycle"))
+    label_smoothing: float = spec(0.0, ge=0, lt=1)
+    patience: int = spec(0, ge=0, doc="stop after this many epochs without val/acc gain; 0 = off")
+    flip: bool = spec(False, doc="random horizontal flips")
+    crop: int = spec(1, ge=0, le=64, doc="random crops after padding by this many pixels")
+    device: str = spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
+    threads: int = spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
+    seed: int = spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
+    resident_mb: int = spec(
         0,
         ge=0,
         doc="a split up to this many MB moves to the device whole, a larger one "
         "streams from disk; 0 = auto (half the free CUDA memory, or 1024 on the CPU)",
     )
-    freeze_epochs: int = _spec(0, ge=0, le=10_000, doc="first epochs with the backbone frozen")
-    resized_crop: bool = _spec(False, doc="random-resized crops (train.crop_scale, crop_ratio)")
-    crop_scale: tuple = _spec((0.08, 1.0), doc="resized crops: [min, max] share of the image area")
-    crop_ratio: tuple = _spec((0.75, 1.3333), doc="resized crops: [min, max] width / height")
-    color_jitter: float = _spec(0.0, ge=0, lt=1, doc="brightness, contrast, saturation strength")
-    precision: str = _spec("32", choices=PRECISIONS, doc="32, bf16 or 16 (autocast; 16 on CUDA)")
-    compile: bool = _spec(False, doc="torch.compile the network")
+    freeze_epochs: int = spec(0, ge=0, le=10_000, doc="first epochs with the backbone frozen")
+    resized_crop: bool = spec(False, doc="random-resized crops (train.crop_scale, crop_ratio)")
+    crop_scale: tuple = spec((0.08, 1.0), doc="resized crops: [min, max] share of the image area")
+    crop_ratio: tuple = spec((0.75, 1.3333), doc="resized crops: [min, max] width / height")
+    color_jitter: float = spec(0.0, ge=0, lt=1, doc="brightness, contrast, saturation strength")
+    precision: str = spec("32", choices=PRECISIONS, doc="32, bf16 or 16 (autocast; 16 on CUDA)")
+    compile: bool = spec(False, doc="torch.compile the network")
 
 
 # Params that are a [min, max] range, and the largest max each takes (None: no bound).
@@ -132,12 +135,12 @@ OBJECTIVES = {"val.acc": "maximize", "val.loss": "minimize"}
 class SweepParams:
     """The sweep stage: a full grid over two params, every cell trained for ``epochs``."""
 
-    x: str = _spec("model.lr", doc="param on the heatmap's x axis")
-    x_values: tuple = _spec((0.001, 0.003, 0.01, 0.03, 0.1))
-    y: str = _spec("model.width", doc="param on the heatmap's y axis")
-    y_values: tuple = _spec((8, 16, 32))
-    epochs: int = _spec(4, ge=1, le=10_000, doc="epochs of every cell (no early stopping)")
-    metric: str = _spec("val.acc", choices=tuple(OBJECTIVES))
+    x: str = spec("model.lr", doc="param on the heatmap's x axis")
+    x_values: tuple = spec((0.001, 0.003, 0.01, 0.03, 0.1))
+    y: str = spec("model.width", doc="param on the heatmap's y axis")
+    y_values: tuple = spec((8, 16, 32))
+    epochs: int = spec(4, ge=1, le=10_000, doc="epochs of every cell (no early stopping)")
+    metric: str = spec("val.acc", choices=tuple(OBJECTIVES))
 
 
 # The robustness stage's corruptions, in the order its curves list them.
@@ -156,68 +159,10 @@ CORRUPTIONS = (
 class RobustnessParams:
     """The robustness stage: test accuracy under corruptions at severities 1..``severities``."""
 
-    corruptions: tuple = _spec(CORRUPTIONS, doc="corruptions applied to the test images")
-    severities: int = _spec(5, ge=1, le=5, doc="severities 1 to this (5, as ImageNet-C)")
-    max_images: int = _spec(0, ge=0, doc="test images used, a seeded subset; 0 = all")
-    seed: int = _spec(0, ge=0, doc="drives noise, rotations, occlusions, the subset")
-
-
-@dataclass(frozen=True)
-class SpaceParam:
-    """One dimension of the tuning search space (``tune.space.<key>``)."""
-
-    key: str
-    type: str
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    choices: tuple = ()
-
-
-# The search space params.yaml ships (tune.space).
-SPACE = (
-    SpaceParam("model.lr", "float", low=0.001, high=0.1, log=True),
-    SpaceParam("model.width", "categorical", choices=(8, 16, 32)),
-    SpaceParam("model.dropout", "float", low=0.0, high=0.5),
-    SpaceParam("train.weight_decay", "float", low=1.0e-5, high=0.01, log=True),
-    SpaceParam("train.batch_size", "categorical", choices=(32, 64, 128)),
-    SpaceParam("model.name", "categorical", choices=("cnn", "resnet18")),
-)
-
-PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
-
-
-@dataclass(frozen=True)
-class PruningParams:
-    """Options of Optuna's pruners, as Optuna names them; each pruner reads its own."""
-
-    n_startup_trials: int = _spec(5, ge=0, doc="median, percentile: trials before any prunes")
-    n_warmup_steps: int = _spec(3, ge=0, doc="median, percentile: epochs never pruned")
-    interval_steps: int = _spec(1, ge=1, doc="median, percentile: epochs between checks")
-    n_min_trials: int = _spec(1, ge=1, doc="median, percentile: trials reporting an epoch")
-    percentile: float = _spec(25.0, gt=0, lt=100, doc="percentile: keep trials above it")
-    min_resource: int = _spec(1, ge=1, doc="successive_halving, hyperband: first rung's epochs")
-    max_resource: int = _spec(0, ge=0, doc="hyperband: a full trial's epochs; 0 = train.epochs")
-    reduction_factor: int = _spec(3, ge=2, doc="successive_halving, hyperband: rung ratio")
-    min_early_stopping_rate: int = _spec(0, ge=0, doc="successive_halving")
-    bootstrap_count: int = _spec(0, ge=0, doc="successive_halving, hyperband")
-
-
-@dataclass(frozen=True)
-class TuneParams:
-    """The Optuna study that ``visiontune tune`` runs as dvc experiments."""
-
-    study: str = _spec("visiontune", doc="study name; trials are named <study>-<number>")
-    trials: int = _spec(12, ge=1, le=100_000, doc="trials the study should count (--trials)")
-    metric: str = _spec("val.acc", choices=tuple(OBJECTIVES), doc="validation metric to optimise")
-    seed: int = _spec(0, ge=0, doc="TPE sampler seed")
-    n_startup_trials: int = _spec(5, ge=0, doc="random trials before TPE takes over")
-    multivariate: bool = _spec(True, doc="TPE models the params jointly")
-    trial_timeout: int = _spec(900, ge=1, doc="seconds before a trial is stopped and failed")
-    heartbeat: int = _spec(10, ge=1, le=3600, doc="seconds between liveness marks of a trial")
-    space: tuple = _spec(SPACE, doc="key: {type: float|int|categorical, low, high, log, choices}")
-    pruner: str = _spec("median", choices=PRUNERS, doc="stops trials whose metric lags")
-    pruning: PruningParams = field(default_factory=PruningParams)
+    corruptions: tuple = spec(CORRUPTIONS, doc="corruptions applied to the test images")
+    severities: int = spec(5, ge=1, le=5, doc="severities 1 to this (5, as ImageNet-C)")
+    max_images: int = spec(0, ge=0, doc="test images used, a seeded subset; 0 = all")
+    seed: int = spec(0, ge=0, doc="drives noise, rotations, occlusions, the subset")
 
 
 @dataclass(frozen=True)
@@ -228,7 +173,6 @@ class Params:
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
     sweep: SweepParams = field(default_factory=SweepParams)
-    tune: TuneParams = field(default_factory=TuneParams)
     robustness: RobustnessParams = field(default_factory=RobustnessParams)
 
 
@@ -248,12 +192,14 @@ def load_params(path: str | Path = "params.yaml") -> Params:
 
 def parse_params(raw: Any) -> Params:
     """Validate a params mapping (as loaded from YAML) into :class:`Params`."""
-    params = _build(Params, raw, "")
+    params = build(Params, raw, "")
     _check_consistency(params)
     return params
 
 
-def _build(cls: type, raw: Any, prefix: str) -> Any:
+def build(cls: type, raw: Any, prefix: str) -> Any:
+    """The dataclass ``cls`` from a mapping, every value checked against its field's
+    :func:`spec`; errors name keys as ``prefix`` + key (``model.lr``)."""
     where = prefix.rstrip(".") or "params.yaml"
     if not isinstance(raw, dict):
         raise ParamsError(f"{where} must be a mapping of keys to values, got {raw!r}")
@@ -265,24 +211,24 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
             )
     hints = typing.get_type_hints(cls)
     values = {}
-    for name, spec in fields.items():
+    for name, declared in fields.items():
         if name not in raw:
             continue
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
-            values[name] = _build(kind, raw[name], f"{prefix}{name}.")
-        elif f"{prefix}{name}" == "tune.space":
-            values[name] = _parse_space(raw[name])
+            values[name] = build(kind, raw[name], f"{prefix}{name}.")
+        elif declared.metadata.get("parse"):
+            values[name] = declared.metadata["parse"](raw[name])
         elif f"{prefix}{name}" in RANGES:
             values[name] = _check_range(f"{prefix}{name}", raw[name], RANGES[f"{prefix}{name}"])
         elif kind is tuple:
-            values[name] = _check_list(f"{prefix}{name}", raw[name])
+            values[name] = check_list(f"{prefix}{name}", raw[name])
         else:
-            values[name] = _check_value(f"{prefix}{name}", raw[name], kind, spec.metadata)
+            values[name] = check_value(f"{prefix}{name}", raw[name], kind, declared.metadata)
     return cls(**values)
 
 
-def _check_value(key: str, value: Any, kind: type, meta: typing.Mapping[str, Any]) -> Any:
+def check_value(key: str, value: Any, kind: type, meta: typing.Mapping[str, Any]) -> Any:
     given = value
     if kind is float and _is_type(value, int):
         value = float(value)
@@ -332,7 +278,6 @@ def _check_consistency(params: Params) -> None:
     _check_model(model)
     _check_train(train)
     _check_sweep(params)
-    _check_tune(params)
     _check_robustness(params)
     if not _is_device(train.device):
         raise ParamsError(
@@ -401,7 +346,6 @@ def to_raw(params: Params) -> dict[str, Any]:
         for name, value in section.items():
             if isinstance(value, tuple):
                 section[name] = list(value)
-    raw["tune"]["space"] = {p.key: _space_raw(p) for p in params.tune.space}
     return raw
 
 
@@ -416,12 +360,6 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ParamsError(f"override {text!r}: the value is not valid YAML") from None
 
 
-def _space_raw(param: SpaceParam) -> dict[str, Any]:
-    if param.type == "categorical":
-        return {"type": param.type, "choices": list(param.choices)}
-    return {"type": param.type, "low": param.low, "high": param.high, "log": param.log}
-
-
 def _check_range(key: str, value: Any, upper: float | None) -> tuple[float, float]:
     """A ``[min, max]`` pair of numbers with 0 < min <= max (<= ``upper``)."""
     pair = value if isinstance(value, list) and len(value) == 2 else None
@@ -434,7 +372,7 @@ def _check_range(key: str, value: Any, upper: float | None) -> tuple[float, floa
     return low, high
 
 
-def _check_list(key: str, value: Any) -> tuple:
+def check_list(key: str, value: Any) -> tuple:
     if not isinstance(value, list) or not value:
         raise ParamsError(f"{key} must be a non-empty list, got {value!r}")
     for item in value:
@@ -445,59 +383,26 @@ def _check_list(key: str, value: Any) -> tuple:
     return tuple(value)
 
 
-def _parse_space(raw: Any) -> tuple[SpaceParam, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict):
-        raise ParamsError(f"tune.space must be a mapping of params keys to ranges, got {raw!r}")
-    return tuple(_parse_dimension(key, spec) for key, spec in raw.items())
-
-
-def _parse_dimension(key: str, spec: Any) -> SpaceParam:
-    where = f"tune.space.{key}"
-    if not isinstance(spec, dict):
-        raise ParamsError(f"{where} must be a mapping with a type, got {spec!r}")
-    kind = spec.get("type")
-    allowed = {"categorical": {"type", "choices"}}.get(kind, {"type", "low", "high", "log"})
-    if kind not in ("float", "int", "categorical"):
-        raise ParamsError(f"{where}.type must be one of float, int, categorical, got {kind!r}")
-    unknown = set(spec) - allowed
-    if unknown:
-        raise ParamsError(f"{where}.{sorted(unknown)[0]} is not a known key for type {kind}")
-    if kind == "categorical":
-        return SpaceParam(key, kind, choices=_check_list(f"{where}.choices", spec.get("choices")))
-    number = float if kind == "float" else int
-    low, high = (
-        _check_value(f"{where}.{bound}", spec.get(bound), number, {}) for bound in ("low", "high")
-    )
-    log = _check_value(f"{where}.log", spec.get("log", False), bool, {})
-    if low >= high:
-        raise ParamsError(f"{where}.low must be < {where}.high, got {low!r} and {high!r}")
-    if log and low <= 0:
-        raise ParamsError(f"{where}.low must be > 0 with log: true, got {low!r}")
-    return SpaceParam(key, kind, low=low, high=high, log=log)
-
-
 def _field(where: str, key: str) -> dataclasses.Field:
     """The schema field of a tunable key such as ``model.lr``; raise naming ``where``."""
     section, _, name = key.partition(".")
     if section in TUNABLE_SECTIONS:
         cls = typing.get_type_hints(Params)[section]
-        for spec in dataclasses.fields(cls):
-            if spec.name == name:
-                return spec
+        for declared in dataclasses.fields(cls):
+            if declared.name == name:
+                return declared
     raise ParamsError(
         f"{where} must name a data, model or train param such as model.lr, got {key!r}"
     )
 
 
-def _check_candidates(where: str, key: str, values: typing.Iterable[Any]) -> None:
+def check_candidates(where: str, key: str, values: typing.Iterable[Any]) -> None:
     """Each value is valid for ``key``; the error names the list it came from."""
-    spec = _field(where, key)
-    kind = typing.get_type_hints(_section_class(key))[spec.name]
+    declared = _field(where, key)
+    kind = typing.get_type_hints(_section_class(key))[declared.name]
     for value in values:
         try:
-            _check_value(key, value, kind, spec.metadata)
+            check_value(key, value, kind, declared.metadata)
         except ParamsError as exc:
             raise ParamsError(f"{where}: {exc}") from None
 
@@ -513,20 +418,9 @@ def _check_sweep(params: Params) -> None:
         _field(f"sweep.{axis}", key)
         if key.startswith("data."):
             raise ParamsError(f"sweep.{axis} must be a model or train param, got {key!r}")
-        _check_candidates(f"sweep.{axis}_values", key, getattr(sweep, f"{axis}_values"))
+        check_candidates(f"sweep.{axis}_values", key, getattr(sweep, f"{axis}_values"))
     if sweep.x == sweep.y:
         raise ParamsError(f"sweep.x and sweep.y must differ, both are {sweep.x!r}")
-
-
-def _check_tune(params: Params) -> None:
-    if not params.tune.study.replace("-", "").replace("_", "").isalnum():
-        raise ParamsError(
-            f"tune.study must use letters, digits, - and _ only, got {params.tune.study!r}"
-        )
-    for param in params.tune.space:
-        where = f"tune.space.{param.key}"
-        values = param.choices if param.type == "categorical" else (param.low, param.high)
-        _check_candidates(where, param.key, values)
 
 
 def _check_robustness(params: Params) -> None:

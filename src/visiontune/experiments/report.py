@@ -35,11 +35,12 @@ from visiontune.config.paths import (
     TRAIN_SERIES,
     engine_url,
 )
+from visiontune.config.tune_settings import load_settings
 from visiontune.experiments.comparable_runs import NEUTRAL_PARAMS
 from visiontune.experiments.dvc_git import files_at
 from visiontune.experiments.frame import experiments_frame, section
 
-DEFAULT_METRIC = "val.acc"  # what runs are ranked by when params.yaml names no tune.metric
+DEFAULT_METRIC = "val.acc"  # what runs are ranked by unless tune.metric says otherwise
 METRICS = {
     "val acc": ("val.acc", ".4f"),
     "test acc": ("test.acc", ".4f"),
@@ -162,9 +163,7 @@ def write_report(
 
         frame = listing.result()
     workspace = section(frame, "params").iloc[0].dropna().to_dict()  # the first row
-    metric = workspace.get("tune.metric", DEFAULT_METRIC)
-    if metric not in OBJECTIVES:
-        metric = DEFAULT_METRIC
+    metric = load_settings(repo).metric
     table = build_table(frame, top, metric)
     plots = out.parent / f"{out.stem}_plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -172,7 +171,7 @@ def write_report(
         *_curves(repo, table, plots),
         _sweep_heatmap(repo, workspace, plots),
         _robustness(repo, plots),
-        *study_figures(repo, workspace, plots, storage, study),
+        *study_figures(repo, plots, storage, study),
     ]
     sections = [_summary(frame, table), markdown_table(table)]
     sections += [f"![{title}]({plots.name}/{path.name})" for title, path in figures if path]
@@ -324,7 +323,7 @@ def _mean(cell: Any) -> float:
 
 
 def study_figures(
-    repo: Path, params: dict[str, Any], plots: Path, storage: str | None, study: str | None
+    repo: Path, plots: Path, storage: str | None, study: str | None
 ) -> list[tuple[str, Path | None]]:
     """The Optuna study's ``tune_history.png`` and, once trials have params,
     ``tune_parallel.png`` and ``tune_importance.png`` (which needs two), if the study
@@ -335,12 +334,12 @@ def study_figures(
     required = storage is not None or study is not None
     if not required and not (repo / DEFAULT_STORAGE.removeprefix("sqlite:///")).is_file():
         return []
-    name = study or params.get("tune.study", "visiontune")
+    name = study or load_settings(repo).study
     loaded = _load_study(storage or DEFAULT_STORAGE, name, required=required)
     trials = _complete_trials(loaded) if loaded else []
     if not trials:
         return []
-    target = params.get("tune.metric", "value")
+    target = loaded.user_attrs.get("metric", "value")
     figures = [("tuning history", _tune_history(loaded, trials, name, target, plots))]
     if any(trial.params for trial in trials):
         import matplotlib

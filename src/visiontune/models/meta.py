@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import VisiontuneError, reason
-from visiontune.config.params import Params, SpaceParam
+from visiontune.config.params import Params
 from visiontune.data.input_stats import InputStats
 
 if TYPE_CHECKING:
@@ -152,19 +152,24 @@ def _reference(data: Any) -> InputStats | None:
         raise ValueError(f"reference: {reason(exc)}") from None
 
 
+# Sections of params.yaml that models trained before they left it still carry: the tuner's
+# settings (now in pyproject.toml), which never changed a model.
+RETIRED = frozenset({"tune"})
+
+
 def _rebuild(cls: type, data: Mapping[str, Any]) -> Any:
     """The params dataclass ``cls`` from its ``dataclasses.asdict`` form, not re-validated
-    (they were when the model was trained). Lists become tuples again (JSON has no tuples),
-    and a tuple's mappings the ``SpaceParam`` records of ``tune.space``."""
+    (they were when the model was trained). Lists become tuples again (JSON has no tuples).
+    A section params.yaml no longer has (:data:`RETIRED`) is left out."""
     hints = typing.get_type_hints(cls)
     values = {}
     for name, value in data.items():
+        if cls is Params and name in RETIRED:
+            continue
         kind = hints[name]
         if dataclasses.is_dataclass(kind):
             value = _rebuild(kind, value)
         elif kind is tuple:
-            value = tuple(
-                _rebuild(SpaceParam, item) if isinstance(item, Mapping) else item for item in value
-            )
+            value = tuple(value)
         values[name] = value
     return cls(**values)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.config.paths import DEFAULT_STORAGE
+from visiontune.config.tune_settings import TuneSettings
 
 # A trial runs the pipeline up to evaluate: not the robustness stage or the sweep, which
 # would add to every trial; their files in a trial's commit stay its baseline's.
@@ -19,7 +20,8 @@ TRIAL_LOGS = Path(".optuna/logs")
 
 @dataclass(frozen=True)
 class TuneOptions:
-    """What the command line sets: how many trials, where the study lives, fixed params."""
+    """What the command line sets: how many trials, where the study lives, fixed params, and
+    the tuner's settings (pyproject.toml's, with its ``--set tune.*`` applied)."""
 
     trials: int
     jobs: int = 1
@@ -28,3 +30,4 @@ class TuneOptions:
     fixed: dict[str, Any] = field(default_factory=dict)
     in_process: bool = False
     sampler: str = "tpe"
+    settings: TuneSettings = field(default_factory=TuneSettings)

@@ -67,7 +67,7 @@ class TempRunner(Runner):
 
     def attempt(self, name: str, overrides: dict[str, Any]) -> RunResult:
         """Run the trial's experiment once, within ``tune.trial_timeout``."""
-        timeout = self.params.tune.trial_timeout
+        timeout = self.options.settings.trial_timeout
         with tempfile.TemporaryFile("w+") as log:
             self.process = subprocess.Popen(
                 temp_run_command(name, overrides, TRIAL_TARGET),
@@ -162,7 +162,7 @@ class QueueRunner(Runner):
         tasks = {task.task: task for task in self.queue.tasks()}
         for number, entry in list(self.running.items()):
             task = tasks.get(entry.task)
-            timeout = self.params.tune.trial_timeout
+            timeout = self.options.settings.trial_timeout
             if task is not None and task.status not in (SUCCESS, FAILED):
                 if time.monotonic() - entry.started <= timeout:
                     continue

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from visiontune.config.params import SpaceParam
+from visiontune.config.tune_settings import SpaceParam
 
 if TYPE_CHECKING:
     import optuna

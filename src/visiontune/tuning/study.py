@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.params import OBJECTIVES, Params, with_overrides
 from visiontune.config.paths import engine_url
+from visiontune.config.tune_settings import TuneSettings
 from visiontune.tuning import optuna_internals as internals
 from visiontune.tuning.options import TuneOptions
-from visiontune.tuning.trial_link import build_pruner, pruner_spec
+from visiontune.tuning.trial_link import build_pruner
 
 if TYPE_CHECKING:
     import optuna
@@ -56,17 +57,18 @@ def open_study(
     import optuna
 
     if storage is None:
-        storage = open_storage(options.storage, params.tune.heartbeat)
+        storage = open_storage(options.storage, options.settings.heartbeat)
     try:
         previous = len(optuna.load_study(study_name=options.study, storage=storage).trials)
     except KeyError:
         previous = 0
-    direction = OBJECTIVES[params.tune.metric]
+    metric = options.settings.metric
+    direction = OBJECTIVES[metric]
     try:
         study = optuna.create_study(
             study_name=options.study,
             storage=storage,
-            sampler=_sampler(params, options, previous),
+            sampler=_sampler(options, previous),
             pruner=build_pruner(trial_pruner(params, options)),
             direction=direction,
             load_if_exists=True,
@@ -76,10 +78,10 @@ def open_study(
     if study.direction.name.lower() != direction:
         raise VisiontuneError(
             f"study {options.study} was created to {study.direction.name.lower()} but "
-            f"tune.metric={params.tune.metric} needs {direction}; use another --study"
+            f"tune.metric={metric} needs {direction}; use another --study"
         )
-    study.set_user_attr("metric", params.tune.metric)
-    study.set_metric_names([params.tune.metric])  # optuna-dashboard's axis: val.acc, not Objective
+    study.set_user_attr("metric", metric)
+    study.set_metric_names([metric])  # optuna-dashboard's axis: val.acc, not Objective
     return study
 
 
@@ -96,7 +98,48 @@ def _quiet_optuna() -> None:
 def trial_pruner(params: Params, options: TuneOptions) -> dict[str, Any]:
     """The pruner spec of the study's trials: ``tune.pruner`` for the params every trial
     shares (``--set`` included: hyperband's budget follows a fixed ``train.epochs``)."""
-    return pruner_spec(with_overrides(params, options.fixed))
+    return pruner_spec(with_overrides(params, options.fixed), options.settings)
+
+
+# Each pruner's options, as Optuna's constructors name them (tune.pruning.<option>).
+_OPTIONS = {
+    "none": (),
+    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
+    "percentile": (
+        "percentile",
+        "n_startup_trials",
+        "n_warmup_steps",
+        "interval_steps",
+        "n_min_trials",
+    ),
+    "successive_halving": (
+        "min_resource",
+        "reduction_factor",
+        "min_early_stopping_rate",
+        "bootstrap_count",
+    ),
+    "hyperband": ("min_resource", "max_resource", "reduction_factor", "bootstrap_count"),
+}
+
+
+def pruner_spec(params: Params, settings: TuneSettings) -> dict[str, Any]:
+    """``tune.pruner`` and the options it takes, every one explicit: ``{"name": ..., ...}``.
+
+    Hyperband's ``max_resource`` 0 means a full trial's epochs: ``train.epochs``, or the
+    largest value ``tune.space`` may give it.
+    """
+    name = settings.pruner
+    options = {key: getattr(settings.pruning, key) for key in _OPTIONS[name]}
+    if options.get("max_resource") == 0:
+        options["max_resource"] = _full_budget(params, settings)
+    return {"name": name, **options}
+
+
+def _full_budget(params: Params, settings: TuneSettings) -> int:
+    for param in settings.space:
+        if param.key == "train.epochs":
+            return int(max(param.choices) if param.type == "categorical" else param.high)
+    return params.train.epochs
 
 
 def trial_url(url: str) -> str:
@@ -113,7 +156,7 @@ def shared(url: str) -> bool:
     return not url.startswith("sqlite:")
 
 
-def _sampler(params: Params, options: TuneOptions, previous: int) -> optuna.samplers.BaseSampler:
+def _sampler(options: TuneOptions, previous: int) -> optuna.samplers.BaseSampler:
     """TPE (or random) with every option set: defaults change between Optuna versions.
 
     A resumed study must not replay its first draws. In a database server, workers that
@@ -122,13 +165,14 @@ def _sampler(params: Params, options: TuneOptions, previous: int) -> optuna.samp
     """
     import optuna
 
-    seed = None if shared(options.storage) else params.tune.seed + previous
+    settings = options.settings
+    seed = None if shared(options.storage) else settings.seed + previous
     if options.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(
         seed=seed,
-        multivariate=params.tune.multivariate,
-        n_startup_trials=params.tune.n_startup_trials,
+        multivariate=settings.multivariate,
+        n_startup_trials=settings.n_startup_trials,
         constant_liar=options.jobs > 1 or shared(options.storage),
         n_ei_candidates=24,
     )

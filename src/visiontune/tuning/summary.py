@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visiontune.config.pages import write_plotly_page
-from visiontune.config.params import Params
 from visiontune.config.paths import TUNE_PLOTS, TUNE_SUMMARY, write_json
 from visiontune.experiments.listing import experiment_names
 from visiontune.tuning.accounting import (
@@ -28,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def write_summary(
-    study: optuna.Study, params: Params, repo: Path, applicable: bool = True
+    study: optuna.Study, metric: str, repo: Path, applicable: bool = True
 ) -> dict[str, Any]:
     """Print and save the best trial (``best``: null when none completed) and the trials
     that failed by themselves, each with its reason and log; write optimisation history
@@ -56,7 +55,7 @@ def write_summary(
     summary["best"] = {
         "name": name,
         "params": best.params,
-        params.tune.metric: best.value,
+        metric: best.value,
         "test.acc": best.user_attrs.get("test.acc"),
     }
     write_json(repo / TUNE_SUMMARY, {"tune": summary})
@@ -66,7 +65,7 @@ def write_summary(
     if applicable and name not in experiment_names(repo):  # another worker ran it
         where = f" in {best.user_attrs.get(WORKER, 'the clone that ran it')}"
     say(
-        f"best: {name}  {params.tune.metric} {best.value:.4f}"
+        f"best: {name}  {metric} {best.value:.4f}"
         + (f"  test.acc {test:.4f}" if test is not None else "")
         + f"  {short(best.params)}"
         + (f"\napply it{where} with: dvc exp apply {name}" if applicable else "")

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import reason
-from visiontune.config.params import Params
 from visiontune.tuning import optuna_internals as internals
 
 if TYPE_CHECKING:
@@ -29,44 +28,11 @@ if TYPE_CHECKING:
 STORAGE_ENV = "VISIONTUNE_TRIAL_STORAGE"
 EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by dvc for every stage of an experiment
 EXPERIMENT_ATTR = "experiment"  # trial user attr: the dvc experiment that runs the trial
-PRUNER_ATTR = "pruner"  # trial user attr: the pruner spec (:func:`pruner_spec`)
-
-# Each pruner's options, as Optuna's constructors name them (tune.pruning.<option>).
-_OPTIONS = {
-    "none": (),
-    "median": ("n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"),
-    "percentile": (
-        "percentile",
-        "n_startup_trials",
-        "n_warmup_steps",
-        "interval_steps",
-        "n_min_trials",
-    ),
-    "successive_halving": (
-        "min_resource",
-        "reduction_factor",
-        "min_early_stopping_rate",
-        "bootstrap_count",
-    ),
-    "hyperband": ("min_resource", "max_resource", "reduction_factor", "bootstrap_count"),
-}
-
-
-def pruner_spec(params: Params) -> dict[str, Any]:
-    """``tune.pruner`` and the options it takes, every one explicit: ``{"name": ..., ...}``.
-
-    Hyperband's ``max_resource`` 0 means a full trial's epochs: ``train.epochs``, or the
-    largest value ``tune.space`` may give it.
-    """
-    name = params.tune.pruner
-    options = {key: getattr(params.tune.pruning, key) for key in _OPTIONS[name]}
-    if options.get("max_resource") == 0:
-        options["max_resource"] = _full_budget(params)
-    return {"name": name, **options}
+PRUNER_ATTR = "pruner"  # trial user attr: the pruner spec (tuning.study.pruner_spec)
 
 
 def build_pruner(spec: dict[str, Any]) -> optuna.pruners.BasePruner:
-    """Optuna's own pruner for a :func:`pruner_spec`."""
+    """Optuna's own pruner for a spec recorded on a trial (``{"name": ..., options}``)."""
     import optuna
 
     options = {key: value for key, value in spec.items() if key != "name"}
@@ -153,10 +119,3 @@ def link_from_environment() -> TrialLink | None:
     metric = study.metric_names[0] if study.metric_names else study.user_attrs["metric"]
     print(f"trial {number} of study {study_name}: reporting {metric} each epoch")
     return TrialLink(internals.trial_handle(study, trial_id), metric, spec["name"])
-
-
-def _full_budget(params: Params) -> int:
-    for param in params.tune.space:
-        if param.key == "train.epochs":
-            return int(max(param.choices) if param.type == "categorical" else param.high)
-    return params.train.epochs

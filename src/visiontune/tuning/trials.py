@@ -49,7 +49,7 @@ class Runner:
         self.params = params
         self.options = options
         self.repo = repo
-        self.metric = params.tune.metric
+        self.metric = options.settings.metric
         threads = max(1, (os.cpu_count() or 1) // options.jobs)
         self.fixed = {"train.threads": threads, **options.fixed}
         self.pruner = trial_pruner(params, options)  # as the study's own (in-process)
@@ -73,7 +73,7 @@ class Runner:
         if accounting.surplus(study, trial.number, self.options.trials):
             self.fail(study, trial, SURPLUS)
             return None
-        values = {**self.fixed, **suggest(trial, self.params.tune.space)}
+        values = {**self.fixed, **suggest(trial, self.options.settings.space)}
         try:
             with_overrides(self.params, values)
         except VisiontuneError as exc:  # e.g. a sampled combination the schema refuses

@@ -21,15 +21,16 @@ def tune(params: Params, options: TuneOptions, repo: Path) -> optuna.Study:
     """Run (or resume) the study until ``options.trials`` trials count; return the study."""
     if options.trials < 1 or options.jobs < 1:
         raise VisiontuneError("--trials and --jobs must be >= 1")
-    if not params.tune.space:
-        raise VisiontuneError("tune.space in params.yaml is empty: nothing to tune")
+    settings = options.settings
+    if not settings.space:
+        raise VisiontuneError("tune.space is empty: nothing to tune")
     for key in options.fixed:
         if key.partition(".")[0] not in TUNABLE_SECTIONS:
             raise VisiontuneError(
                 f"--set {key}: --set fixes a param of every trial (data.*, model.*, train.*); "
-                "the tuner's own settings are in params.yaml"
+                "the tuner's own (tune.*) are in pyproject.toml"
             )
-    storage = open_storage(options.storage, params.tune.heartbeat)
+    storage = open_storage(options.storage, settings.heartbeat)
     study = open_study(params, options, storage)
     if not options.in_process:
         _check_names_free(study, repo)
@@ -38,13 +39,13 @@ def tune(params: Params, options: TuneOptions, repo: Path) -> optuna.Study:
     else:
         kind = QueueRunner if options.jobs > 1 else TempRunner
     runner = kind(params, options, repo, storage, study)
-    with runner.liveness.beating(params.tune.heartbeat):
+    with runner.liveness.beating(settings.heartbeat):
         try:
             runner.run(study)
         except KeyboardInterrupt:
             runner.stop(study)
             raise
-    write_summary(study, params, repo, applicable=not options.in_process)
+    write_summary(study, settings.metric, repo, applicable=not options.in_process)
     return study
 
 
