@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -49,11 +50,47 @@ def test_changing_model_lr_reruns_only_the_stages_that_read_it(baseline_clone):
     assert "Running stage 'preprocess'" not in result.stdout
 
 
-def test_bad_param_fails_the_run_with_one_line(dvc_repo):
-    result = dvc_repo.dvc("exp", "run", "-S", "model.lr=-1", check=False)
-    assert result.returncode != 0
-    assert "error: model.lr must be > 0, got -1" in result.stderr
-    assert "Traceback" not in result.stderr
+def workspace_state(repo: DvcRepo) -> dict[str, object]:
+    """Every output's bytes (by md5), what git and dvc status say: a run's footprint."""
+    files = [
+        p for top in ("data", "models", "metrics", "plots") for p in repo.path.glob(f"{top}/**/*")
+    ]
+    return {
+        "files": {
+            str(path.relative_to(repo.path)): hashlib.md5(path.read_bytes()).hexdigest()
+            for path in sorted(files)
+            if path.is_file()
+        },
+        "git": repo.git("status", "--porcelain").stdout,
+        "dvc": json.loads(repo.dvc("status", "--json").stdout),
+    }
+
+
+def test_a_failed_run_leaves_the_workspace_as_it_was(baseline_clone):
+    """A bad param, a missing folder, a stage that raises after writing its outputs: one
+    clear failure each, and the outputs, metrics, plots, git and dvc status as before."""
+    repo = baseline_clone
+    script = repo.path / "stages" / "train.py"
+    script.write_text(
+        script.read_text().replace(
+            "    pruned = ",
+            "    if params.model.blocks == 1:\n"
+            "        raise RuntimeError('a bug in my own code')\n"
+            "    pruned = ",
+        )
+    )
+    repo.commit("a train stage that crashes after writing everything, with model.blocks=1")
+    before = workspace_state(repo)
+    for setting, says in (
+        ("model.lr=-1", "error: model.lr must be > 0, got -1"),
+        ("data.source=/nonexistent/photos", "error: data.source path /nonexistent/photos"),
+        ("model.blocks=1", "RuntimeError: a bug in my own code"),
+    ):
+        result = repo.dvc("exp", "run", "-S", setting, check=False)
+        assert result.returncode != 0 and says in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr or setting == "model.blocks=1"
+        repo.git("checkout", "params.yaml")  # the undo the docs give for -S
+        assert workspace_state(repo) == before, setting
 
 
 def test_queued_experiments_run_and_compare(baseline_clone):

@@ -11,7 +11,7 @@ import pytest
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, parse_params, with_overrides
-from visiontune.experiments.dvc_git import dvc_cache_dir
+from visiontune.config.paths import dvc_cache_dir
 from visiontune.experiments.sweep import run_sweep
 from visiontune.experiments.sweep_cache import CellStore
 from visiontune.training.fit import fit

@@ -148,6 +148,10 @@ def test_study_runs_trials_as_experiments_and_resumes(tune_repo):
         test = row["metrics"]["metrics/evaluate.json"]["data"]
         assert trial.value == train["val"]["acc"]
         assert trial.user_attrs["test.acc"] == test["test"]["acc"]
+        # Trials stop at evaluate: no robustness numbers of the baseline's model in their row.
+        robustness = row["metrics"].get("metrics/robustness.json", {}).get("data", {})
+        clean = robustness.get("robustness", {}).get("clean_acc")
+        assert clean is None or clean == test["test"]["acc"]
 
     summary = json.loads((tune_repo.path / "metrics" / "tune.json").read_text())["tune"]
     assert summary["best"]["name"] == f"visiontune-{study.best_trial.number}"

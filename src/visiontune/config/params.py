@@ -58,6 +58,12 @@ class DataParams:
     workers: int = spec(0, ge=0, doc="processes decoding images; 0 = every core")
 
 
+# model.weights of a model that starts from no weights file. dvc.yaml's dependency
+# weights/${model.weights} then names weights/none, an empty marker that never changes, so
+# that a plain run depends on no file of weights/ it does not use.
+NO_WEIGHTS = "none"
+
+
 @dataclass(frozen=True)
 class ModelParams:
     """The network and its learning rate (train stage)."""
@@ -72,7 +78,7 @@ class ModelParams:
     squeeze_excite: bool = spec(False, doc="cnn: squeeze-and-excitation in each block")
     pretrained: bool = spec(False, doc="timm: load the hub's pretrained weights (needs a network)")
     weights: str = spec(
-        "", doc="timm: a weights file in weights/ to start from (a dependency of train); '' = none"
+        "none", doc="timm: a weights file in weights/ to start from (a dependency of train)"
     )
     mean_std: str = spec(
         "data",
@@ -86,6 +92,11 @@ class ModelParams:
     crop_pct: float = spec(
         1.0, gt=0, le=1, doc="evaluation sees the centre square of this share of the image side"
     )
+
+    @property
+    def weights_file(self) -> str | None:
+        """The file in weights/ the model starts from, or None."""
+        return None if self.weights == NO_WEIGHTS else self.weights
 
 
 PRECISIONS = ("32", "bf16", "16")
@@ -288,22 +299,22 @@ def _check_consistency(params: Params) -> None:
 def _check_model(model: ModelParams) -> None:
     for key, value, default in (
         ("pretrained", model.pretrained, False),
-        ("weights", model.weights, ""),
+        ("weights", model.weights, NO_WEIGHTS),
         ("mean_std", model.mean_std, "data"),
     ):
         if model.name == "cnn" and value != default:
             raise ParamsError(f"model.{key} needs a timm model; model.name is 'cnn'")
-    if model.pretrained and model.weights:
+    if model.pretrained and model.weights_file:
         raise ParamsError(
             "set model.pretrained (weights from the hub) or model.weights (from a file), not both"
         )
-    if model.mean_std == "pretrained" and not (model.pretrained or model.weights):
+    if model.mean_std == "pretrained" and not (model.pretrained or model.weights_file):
         raise ParamsError("model.mean_std=pretrained needs model.weights or model.pretrained")
     path = Path(model.weights)
-    if model.weights and (path.is_absolute() or ".." in path.parts or model.weights.endswith("/")):
+    if not model.weights or path.is_absolute() or ".." in path.parts or model.weights.endswith("/"):
         raise ParamsError(
-            f"model.weights must name a file in weights/ (e.g. resnet18.safetensors), "
-            f"got {model.weights!r}"
+            f"model.weights must name a file in weights/ (e.g. resnet18.safetensors) or be "
+            f"{NO_WEIGHTS}, got {model.weights!r}"
         )
     if len(path.parts) > 1 and path.parts[0] == "weights":
         raise ParamsError(

@@ -1,10 +1,12 @@
 """Where the pipeline's files live, written once: dvc.yaml names the same paths (a test
 checks that they agree), relative to the repository root where dvc runs every stage. Also
 where the Optuna study lives by default, how a storage URL reaches its database driver, and
-the helpers that write outputs: as new files, never through a link into DVC's cache."""
+the helpers that write outputs: as new files, never through a link into DVC's cache; and
+where DVC keeps a repository's cache."""
 
 from __future__ import annotations
 
+import configparser
 import contextlib
 import importlib.util
 import json
@@ -70,3 +72,22 @@ def engine_url(url: str) -> str:
     if url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None:
         return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
     return url
+
+
+def dvc_cache_dir(root: Path) -> Path:
+    """The DVC cache directory of the repository at ``root``, as its config sets it.
+
+    DVC's temp and queued experiments run in a copy whose ``.dvc/config.local`` points
+    ``cache.dir`` at the original repository's cache.
+    """
+    for name in ("config.local", "config"):
+        config = configparser.ConfigParser(interpolation=None, strict=False)
+        path = root / ".dvc" / name
+        try:
+            config.read(path)
+        except configparser.Error:
+            continue
+        folder = config.get("cache", "dir", fallback=None)
+        if folder:
+            return (path.parent / Path(folder).expanduser()).resolve()
+    return root / ".dvc" / "cache"

@@ -1,10 +1,8 @@
 """The dvc and git command-line tools, run as subprocesses in one way (bounded in time,
-output captured, a failure reported as one line), and where dvc keeps a repository's
-cache."""
+output captured, a failure reported as one line)."""
 
 from __future__ import annotations
 
-import configparser
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -84,22 +82,3 @@ def last_line(text: str) -> str:
     """The last non-empty line of a tool's output, stripped; empty if there is none."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def dvc_cache_dir(root: Path) -> Path:
-    """The DVC cache directory of the repository at ``root``, as its config sets it.
-
-    DVC's temp and queued experiments run in a copy whose ``.dvc/config.local`` points
-    ``cache.dir`` at the original repository's cache.
-    """
-    for name in ("config.local", "config"):
-        config = configparser.ConfigParser(interpolation=None, strict=False)
-        path = root / ".dvc" / name
-        try:
-            config.read(path)
-        except configparser.Error:
-            continue
-        folder = config.get("cache", "dir", fallback=None)
-        if folder:
-            return (path.parent / Path(folder).expanduser()).resolve()
-    return root / ".dvc" / "cache"

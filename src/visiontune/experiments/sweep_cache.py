@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from visiontune.config.params import Params
-from visiontune.config.paths import WEIGHTS
+from visiontune.config.paths import WEIGHTS, dvc_cache_dir
 from visiontune.data.prepared import stored_files
-from visiontune.experiments.dvc_git import dvc_cache_dir
 from visiontune.experiments.source_closure import PACKAGE, import_closure
 
 # The prepared splits a cell reads (the test split never enters training).
@@ -58,8 +57,8 @@ class CellStore:
             "train": dataclasses.asdict(params.train),
             "context": self.context,
         }
-        if params.model.weights:
-            cell["weights"] = self._weights_digest(params.model.weights)
+        if params.model.weights_file:
+            cell["weights"] = self._weights_digest(params.model.weights_file)
         return _sha256(json.dumps(cell, sort_keys=True).encode())
 
     def get(self, key: str) -> dict[str, Any] | None:

@@ -68,8 +68,8 @@ def _timm_model(
 
     _check_timm_name(timm, model)
     overlay = None
-    if model.weights:
-        overlay = weights_overlay(timm, model.name, model.weights)
+    if model.weights_file:
+        overlay = weights_overlay(timm, model.name, model.weights_file)
     elif model.pretrained:
         overlay = hub_overlay(timm, model.name)
     kwargs = {
@@ -82,9 +82,9 @@ def _timm_model(
     try:
         net = _create(timm, model, kwargs, image_size)
     except RuntimeError as exc:
-        if not (model.weights and is_load_error(exc)):
+        if not (model.weights_file and is_load_error(exc)):
             raise
-        raise misfit(model.weights, model.name, exc) from None
+        raise misfit(model.weights_file, model.name, exc) from None
     except OSError as exc:
         if not model.pretrained:
             raise

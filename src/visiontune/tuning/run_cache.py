@@ -15,8 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from visiontune.config.paths import MODEL
-from visiontune.experiments.dvc_git import dvc_cache_dir
+from visiontune.config.paths import MODEL, dvc_cache_dir
 from visiontune.experiments.listing import experiment_file
 
 TRAIN_STAGE = "train"
