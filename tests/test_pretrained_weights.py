@@ -17,7 +17,7 @@ import safetensors.torch
 import timm
 import torch
 import yaml
-from helpers.dvc_repo import ROOT, SHRINK, DvcRepo
+from helpers.dvc_repo import ROOT, DvcRepo
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import ModelParams, Params, parse_params
@@ -25,6 +25,7 @@ from visiontune.data.prepared import load_meta
 from visiontune.models.checkpoint import save_checkpoint
 from visiontune.models.factory import build_model
 from visiontune.models.meta import ModelMeta
+from visiontune.models.pretrained import fetch_weights
 from visiontune.training.fit import fit
 
 TINY = "test_resnet"  # timm's model for tests: 0.4 M parameters, any image size
@@ -248,13 +249,40 @@ def test_an_unreachable_hub_fails_the_train_stage_in_one_line(
     assert elapsed < 30, f"took {elapsed:.1f} s"
 
 
+def test_fetch_weights_saves_the_hubs_weights_into_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From the hub's cache here (the same path as a download, without a network)."""
+    saved = timm.create_model(TINY).state_dict()
+    hub_at(monkeypatch, _hub_cache(tmp_path / "hub", saved), offline=True)
+    out = tmp_path / "weights" / f"{TINY}.safetensors"
+    count = fetch_weights(TINY, out)
+    loaded = safetensors.torch.load_file(out)
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    assert count == sum(t.numel() for t in timm.create_model(TINY).parameters())
+    with pytest.raises(VisiontuneError, match="timm knows no pretrained weights named 'nope'"):
+        fetch_weights("nope", out)
+
+
+def test_fetch_weights_offline_says_it_needs_a_network_in_one_line(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    command = [sys.executable, "-m", "visiontune", "fetch-weights", TINY]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: fetch-weights {TINY} needs a network: the hub is")
+    assert result.stderr.count("\n") == 1 and not (tmp_path / "weights").exists()
+
+
 @pytest.mark.slow
-def test_weights_are_a_versioned_dependency_of_train(tmp_path: Path) -> None:
-    repo = DvcRepo.copy_of_project(tmp_path / "repo", SHRINK)
+def test_weights_are_a_versioned_dependency_of_train(baseline_clone: DvcRepo) -> None:
+    """Of the runs that use them: a plain run (model.weights: none) depends on no file of
+    weights/, so adding one re-runs nothing."""
+    repo = baseline_clone
     weights = repo.path / "weights" / "tiny.safetensors"
     safetensors.torch.save_file(timm.create_model(TINY).state_dict(), weights)
     repo.dvc("add", "weights/tiny.safetensors")
     repo.commit("tiny weights")
+    assert "up to date" in repo.dvc("status", "train", "evaluate").stdout
     run = ("exp", "run", "train", "-S", f"model.name={TINY}", "-S", "train.epochs=1")
     run += ("-S", "model.weights=tiny.safetensors", "-S", "model.mean_std=pretrained")
 

@@ -29,8 +29,8 @@ from visiontune.config.errors import VisiontuneError
 from visiontune.data.batches import read_split
 from visiontune.data.input_stats import MIN_IMAGES, MOVED
 from visiontune.models.scoring import load_trained
-from visiontune.serving.app import model_revision
 from visiontune.serving.predictors import TorchPredictor, load_predictor
+from visiontune.serving.provenance import Provenance, provenance
 
 MAX_BYTES = 1_000_000
 MAX_PIXELS = 1_000_000
@@ -223,6 +223,7 @@ def test_metadata(server: Server) -> None:
     assert metadata["params"] == json.loads(json.dumps(checkpoint["params"]))  # tuples: lists
     assert metadata["sha256"] == hashlib.sha256(server.model.read_bytes()).hexdigest()
     assert metadata["revision"] == REVISION
+    assert metadata["revision_note"] == "given by $VISIONTUNE_REVISION when the image was built"
     assert metadata["limits"] == {"max_bytes": MAX_BYTES, "max_files": 64, "max_pixels": MAX_PIXELS}
     assert checkpoint["reference"]["sizes"] == {"5-8px": checkpoint["reference"]["count"]}
     assert metadata["reference"] == {
@@ -545,15 +546,18 @@ def test_load_predictor_errors(
     assert "\n" not in str(error.value)
 
 
-def test_model_revision_is_the_commit_whose_dvc_lock_recorded_the_model(
+def test_provenance_is_the_commit_whose_lock_records_the_model_as_trains_output(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A trial's commit that lists the md5 only as a stale dependency of robustness is not
+    where the model came from: until a commit records it as train's output, the model is
+    not committed, and /metadata says so."""
     monkeypatch.delenv("VISIONTUNE_REVISION", raising=False)
     model = tmp_path / "models" / "model.pt"
     model.parent.mkdir()
     model.write_bytes(b"weights")
     md5 = hashlib.md5(b"weights").hexdigest()
-    assert model_revision(model, md5) is None  # not in a git repository
+    assert provenance(model, md5) == Provenance(None, "unknown: not in a git repository")
 
     def git(*args: str) -> str:
         identity = ["-c", "user.name=test", "-c", "user.email=test@visiontune.invalid"]
@@ -562,21 +566,26 @@ def test_model_revision_is_the_commit_whose_dvc_lock_recorded_the_model(
         )
         return done.stdout.strip()
 
+    def commit(message: str, train: str, robustness: str) -> str:
+        (tmp_path / "dvc.lock").write_text(
+            "stages:\n"
+            f"  train:\n    outs:\n    - path: models/model.pt\n      md5: {train}\n"
+            f"  robustness:\n    deps:\n    - path: models/model.pt\n      md5: {robustness}\n"
+        )
+        git("add", "dvc.lock")
+        git("commit", "-q", "-m", message)
+        return git("rev-parse", "HEAD")
+
     git("init", "-q")
-    lock = tmp_path / "dvc.lock"
-    lock.write_text("stages:\n  train:\n    outs:\n    - path: models/model.pt\n      md5: 0\n")
-    git("add", "dvc.lock")
-    git("commit", "-q", "-m", "an older model")
-    assert model_revision(model, md5) is None  # no commit recorded this model
-    lock.write_text(lock.read_text().replace("md5: 0", f"md5: {md5}"))
-    git("commit", "-q", "-am", "trained this model")
-    trained = git("rev-parse", "HEAD")
-    (tmp_path / "README.md").write_text("later work\n")
-    git("add", "README.md")
-    git("commit", "-q", "-m", "later")
-    assert model_revision(model, md5) == trained  # not HEAD: where the model was trained
+    commit("an older model", "0", "0")
+    commit("a trial: train's model is its own, robustness's deps are stale", "1", md5)
+    assert provenance(model, md5).revision is None  # the md5 is in a lock, not as train's
+    assert provenance(model, md5).note.startswith("not committed: no commit's dvc.lock")
+    trained = commit("trained this model", md5, md5)
+    commit("later: another model, this one left as a stale dependency", "2", md5)
+    assert provenance(model, md5).revision == trained  # not HEAD, not the trial
     monkeypatch.setenv("VISIONTUNE_REVISION", "from-docker-build")
-    assert model_revision(model, md5) == "from-docker-build"
+    assert provenance(model, md5).revision == "from-docker-build"
 
 
 def test_onnx_export_serves_the_same_labels(

@@ -54,6 +54,17 @@ def _is_tune(key: str) -> bool:
     return key.partition(".")[0] == "tune"
 
 
+def _fetch_weights(args: argparse.Namespace) -> None:
+    from visiontune.config.paths import WEIGHTS
+    from visiontune.models.pretrained import fetch_weights
+
+    out = args.out or WEIGHTS / f"{args.name}.safetensors"
+    count = fetch_weights(args.name, out)
+    print(f"wrote {out} ({count / 1e6:.1f} M parameters); version it as data with:")
+    print(f"  dvc add {out} && git add {out}.dvc {out.parent / '.gitignore'}")
+    print(f"then train from it: dvc exp run -S model.weights={out.name} -S model.name=...")
+
+
 def _heatmap(args: argparse.Namespace) -> None:
     from visiontune.experiments.heatmap import heatmap_from_experiments
 
@@ -340,6 +351,14 @@ def build_parser() -> argparse.ArgumentParser:
         "pyproject.toml (tune.pruner=none, tune.space.model.lr=...) (repeatable)",
     )
     tune.set_defaults(func=_tune)
+
+    fetch = commands.add_parser(
+        "fetch-weights",
+        help="save a timm model's pretrained weights into weights/ (needs a network, once)",
+    )
+    fetch.add_argument("name", help="timm model and weights tag, e.g. resnet18.a1_in1k")
+    fetch.add_argument("--out", type=Path, help="file (default: weights/<name>.safetensors)")
+    fetch.set_defaults(func=_fetch_weights)
 
     heatmap = commands.add_parser(
         "heatmap", help="heatmap of a metric over two params across dvc experiments"

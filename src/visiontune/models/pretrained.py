@@ -10,6 +10,9 @@ for the dataset's classes and adapts the first convolution to ``data.channels``)
   :data:`HUB_TIMEOUT_S`: huggingface_hub itself retries an unreachable hub for about 25 s
   per file, and timm asks for two files.
 
+``visiontune fetch-weights`` saves the hub's weights once into ``weights/``, where DVC
+versions them, through the same one request.
+
 Imported only where a timm model is built; timm and huggingface_hub come in with the calls.
 """
 
@@ -23,7 +26,7 @@ from typing import Any
 import torch
 
 from visiontune.config.errors import VisiontuneError, reason
-from visiontune.config.paths import WEIGHTS
+from visiontune.config.paths import WEIGHTS, replacing
 
 # Seconds the hub has to answer before it is taken as unreachable (HF_HUB_ETAG_TIMEOUT, when
 # set, overrides it, as it does huggingface_hub's own first request).
@@ -77,12 +80,18 @@ def is_load_error(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and str(exc).startswith("Error(s) in loading state_dict")
 
 
-def hub_overlay(timm: ModuleType, name: str) -> dict[str, Any]:
+def hub_overlay(
+    timm: ModuleType,
+    name: str,
+    asker: str = "model.pretrained=true",
+    advice: str = _OFFLINE_ADVICE,
+) -> dict[str, Any]:
     """The overlay that loads the hub's weights for ``name``: the file in the hub's cache
     when it is there; else nothing (timm downloads them) once the hub has answered.
 
     One-line VisiontuneError, within :data:`HUB_TIMEOUT_S`, when the hub is offline
-    (``HF_HUB_OFFLINE``) or unreachable and the cache lacks the weights.
+    (``HF_HUB_OFFLINE``) or unreachable and the cache lacks the weights: ``asker`` (what
+    asked for them) says why, then ``advice`` what to do.
     """
     from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
     from huggingface_hub.errors import HfHubHTTPError
@@ -98,8 +107,8 @@ def hub_overlay(timm: ModuleType, name: str) -> dict[str, Any]:
             return {"file": cached}
     if constants.is_offline_mode():
         raise VisiontuneError(
-            f"model.pretrained=true: the hub is offline (HF_HUB_OFFLINE) and its cache "
-            f"({constants.HF_HUB_CACHE}) has no weights for {name}; {_OFFLINE_ADVICE}"
+            f"{asker}: the hub is offline (HF_HUB_OFFLINE) and its cache "
+            f"({constants.HF_HUB_CACHE}) has no weights for {name}; {advice}"
         )
     timeout = HUB_TIMEOUT_S
     if constants.HF_HUB_ETAG_TIMEOUT != constants.DEFAULT_ETAG_TIMEOUT:
@@ -111,10 +120,35 @@ def hub_overlay(timm: ModuleType, name: str) -> dict[str, Any]:
         pass  # the hub answered: a file it lacks is timm's to handle (it asks for the next)
     except Exception as exc:  # connection refused, DNS, timeout, TLS, proxy: unreachable
         raise VisiontuneError(
-            f"model.pretrained=true: cannot reach the model hub for {name} "
-            f"({reason(exc, innermost=True)}); {_OFFLINE_ADVICE}"
+            f"{asker}: cannot reach the model hub for {name} "
+            f"({reason(exc, innermost=True)}); {advice}"
         ) from None
     return {}
+
+
+def fetch_weights(name: str, out: Path) -> int:
+    """Save the pretrained weights of the timm model ``name`` (a tag such as
+    ``resnet18.a1_in1k``) as safetensors at ``out``; return their parameter count. From the
+    hub's cache when they are there; one-line VisiontuneError when they cannot be had."""
+    import safetensors.torch
+    import timm
+
+    if timm.models.get_pretrained_cfg(name) is None:
+        raise VisiontuneError(
+            f"timm knows no pretrained weights named {name!r} (e.g. resnet18.a1_in1k; "
+            f"timm.list_pretrained('resnet18*') lists them)"
+        )
+    asker = f"fetch-weights {name} needs a network"
+    advice = "run it where there is one, then `dvc add` and `dvc push` the file"
+    overlay = hub_overlay(timm, name, asker, advice)
+    try:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay or None)
+    except OSError as exc:  # weights at a plain URL, which could not be fetched
+        raise VisiontuneError(f"{asker}: {reason(exc, innermost=True)}; {advice}") from None
+    state = {key: tensor.contiguous() for key, tensor in model.state_dict().items()}
+    with replacing(out) as partial:
+        safetensors.torch.save_file(state, str(partial))
+    return sum(tensor.numel() for tensor in model.parameters())
 
 
 def _check_keys(

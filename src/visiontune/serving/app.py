@@ -7,8 +7,6 @@ through the preprocess stage's ``image_to_tensor``, so the model sees the same p
 training and evaluation.
 """
 
-import os
-import subprocess
 import threading
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
@@ -27,6 +25,7 @@ from visiontune.data.input_stats import MIN_IMAGES, REFERENCE_SPLIT
 from visiontune.models.checkpoint import file_digest
 from visiontune.serving.metrics import MetricsMiddleware, ServingMetrics
 from visiontune.serving.predictors import Predictor, load_predictor
+from visiontune.serving.provenance import provenance
 from visiontune.serving.uploads import (
     FORMATS,
     BodySizeLimit,
@@ -92,7 +91,8 @@ class Metadata(BaseModel):
     std: list[float]
     params: dict[str, Any]
     sha256: str
-    revision: str | None
+    revision: str | None  # the commit it was trained at; None: not committed, or unknown
+    revision_note: str  # how the revision is known, or why there is none
     limits: Limits
     reference: DriftReference | None  # None: a model trained before it was recorded
 
@@ -176,12 +176,14 @@ def create_app(
             window=drift_window,
             min_images=MIN_IMAGES,
         )
+    source = provenance(model_path, _trained_md5(model_path, predictor))
     metadata = Metadata(
         model_name=meta.params.model.name,
         format=predictor.format,
         **{**meta.to_dict(), "reference": reference},
         sha256=file_digest(model_path, "sha256"),
-        revision=model_revision(model_path, _trained_md5(model_path, predictor)),
+        revision=source.revision,
+        revision_note=source.note,
         limits=Limits(max_bytes=max_bytes, max_files=max_files, max_pixels=max_pixels),
     )
     num_classes = len(classifier.classes)
@@ -270,26 +272,3 @@ def _trained_md5(model_path: Path, predictor: Predictor) -> str | None:
     if predictor.format == "torch":
         return file_digest(model_path, "md5")
     return predictor.source_md5
-
-
-def model_revision(path: Path, md5: str | None) -> str | None:
-    """The git commit the model was trained at: ``$VISIONTUNE_REVISION`` if set, else the
-    oldest commit (of any branch or experiment) whose dvc.lock records the model's ``md5``,
-    else None (an unrecorded model, or no git repository)."""
-    if revision := os.environ.get("VISIONTUNE_REVISION"):
-        return revision
-    if md5 is None:
-        return None
-    try:
-        result = subprocess.run(
-            ["git", "log", "--all", "--format=%H", "-S", md5, "--", ":(top)dvc.lock"],
-            cwd=Path(path).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired):  # no git, or it hung: the revision is unknown
-        return None
-    commits = result.stdout.split() if result.returncode == 0 else []
-    return commits[-1] if commits else None
