@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from visiontune.config import cpu_kernels
 from visiontune.config.errors import USER_ERROR_EXIT, one_line_errors
 from visiontune.config.params import Params, load_params
 from visiontune.config.stage_outputs import drop_results_of_replaced, restore_outputs
@@ -24,7 +25,9 @@ def run_stage(main: Callable[[Params], None], params_path: Path = Path("params.y
     stage = Path(main.__globals__["__file__"]).stem
     root = Path.cwd()
     with one_line_errors(USER_ERROR_EXIT), _restored_on_failure(stage, root):
-        main(load_params(params_path))
+        params = load_params(params_path)
+        cpu_kernels.request(params.train.cpu_kernels)  # before torch's first computation
+        main(params)
     dropped = drop_results_of_replaced(stage, root)
     if dropped:
         print(f"removed the results of {', '.join(dropped)}: they describe the previous model")

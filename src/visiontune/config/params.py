@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from visiontune.config.cpu_kernels import CPU_KERNELS
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.sources import SOURCE_NAMES, is_location
 
@@ -59,7 +60,7 @@ class DataParams:
 
 
 # model.weights of a model that starts from no weights file. dvc.yaml's dependency
-# weights/${model.weights} then names weights/none, an empty marker that never changes, so
+# weights/${model.weights} then names weights/none, a marker file that never changes, so
 # that a plain run depends on no file of weights/ it does not use.
 NO_WEIGHTS = "none"
 
@@ -117,7 +118,10 @@ class TrainParams:
     flip: bool = spec(False, doc="random horizontal flips")
     crop: int = spec(1, ge=0, le=64, doc="random crops after padding by this many pixels")
     device: str = spec("auto", doc="auto, cpu, cuda, cuda:N or mps")
-    threads: int = spec(0, ge=0, le=1024, doc="torch CPU threads; 0 = torch's default")
+    threads: int = spec(1, ge=0, le=1024, doc="torch CPU threads; 0 = every core")
+    cpu_kernels: str = spec(
+        "avx2", choices=CPU_KERNELS, doc="torch's CPU code paths: avx2, baseline or native"
+    )
     seed: int = spec(0, ge=0, doc="drives initialisation, shuffling and augmentation")
     resident_mb: int = spec(
         0,

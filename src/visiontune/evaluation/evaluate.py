@@ -23,7 +23,9 @@ def evaluate(
     ``confusion.json`` (one row per test image, for DVC's ``confusion`` template) and
     ``classes.json`` (precision, recall, F1 and support per class).
     """
-    trained = load_trained(model_path, params.train.device, params.train.threads)
+    trained = load_trained(
+        model_path, params.train.device, params.train.threads, params.train.cpu_kernels
+    )
     result, labels = trained.score_split(
         prepared_dir, "test", EVAL_BATCH_SIZE, params.train.resident_mb
     )

@@ -135,7 +135,9 @@ def robustness(
     and severity, and the corruption with the lowest accuracy at the top severity.
     """
     cfg = params.robustness
-    trained = load_trained(model_path, params.train.device, params.train.threads)
+    trained = load_trained(
+        model_path, params.train.device, params.train.threads, params.train.cpu_kernels
+    )
     images, labels = _subset(open_split(prepared_dir, "test"), cfg.max_images, cfg.seed)
     images, labels = images.to(trained.device), labels.to(trained.device)
 

@@ -15,7 +15,7 @@ from torch import nn
 from visiontune.data.batches import Batch, BatchSource, ModelInput
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
-from visiontune.models.runtime import resolve_device, set_threads
+from visiontune.models.runtime import resolve_device, set_cpu
 
 
 @dataclass(frozen=True)
@@ -93,12 +93,15 @@ class TrainedModel:
         return torch.softmax(logits.float(), dim=1)
 
 
-def load_trained(path: Path, device: str = "cpu", threads: int = 0) -> TrainedModel:
+def load_trained(
+    path: Path, device: str = "cpu", threads: int = 0, kernels: str = "native"
+) -> TrainedModel:
     """The checkpoint at ``path`` ready to score on ``device`` (a ``train.device`` value:
     ``auto`` picks CUDA, then MPS, then the CPU), with torch's CPU threads set to
-    ``threads`` (0 keeps torch's default). VisiontuneError if the file is missing or not a
-    visiontune model, or the device is not there."""
-    set_threads(threads)
+    ``threads`` (0 keeps torch's default) and its kernels to ``kernels``
+    (``train.cpu_kernels``). VisiontuneError if the file is missing or not a visiontune
+    model, or the device is not there."""
+    set_cpu(threads, kernels)
     where = resolve_device(device)
     network, meta = load_checkpoint(Path(path), where)
     return TrainedModel(network, meta, meta.model_input(where), where)

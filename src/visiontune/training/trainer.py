@@ -147,7 +147,7 @@ class TrainSplit:
 
     def new_trainer(self, params: Params) -> Trainer:
         """A model for this split, freshly seeded from ``train.seed``, and its Trainer."""
-        configure(params.train.seed, params.train.threads)
+        configure(params.train.seed, params.train.threads, params.train.cpu_kernels)
         model = self.meta.build_model(load_pretrained=True).to(self.device)
         return Trainer(model, params, len(self.source), self.device)
 

@@ -50,8 +50,10 @@ class Runner:
         self.options = options
         self.repo = repo
         self.metric = options.settings.metric
+        # train.threads 0 (every core): each trial gets its share, recorded in its params.
         threads = max(1, (os.cpu_count() or 1) // options.jobs)
-        self.fixed = {"train.threads": threads, **options.fixed}
+        auto = {"train.threads": threads} if params.train.threads == 0 else {}
+        self.fixed = {**auto, **options.fixed}
         self.pruner = trial_pruner(params, options)  # as the study's own (in-process)
         # The train stage of each trial's experiment finds its trial from this (and from
         # the experiment's name), to report every epoch and ask whether to prune.
