@@ -9,9 +9,11 @@ committed state, default params), the two interleaved in random order and repeat
     `dvc exp run evaluate -S model.lr=X` (a new X every run: nothing restored from the
     run-cache; the sweep reuses its stored cells);
 (c) repeated experiment: `dvc exp run --temp evaluate -S model.lr=X` run a second time with
-    the same X, over its first run.
+    the same X, over its first run;
+(d) a tuning trial that measures robustness too: `dvc exp run --temp robustness -S
+    model.lr=X` over the trial as it runs, `dvc exp run --temp evaluate -S model.lr=X`.
 
-Usage: python benchmarks/experiment_cost.py [--repeats 3] [--only a,b,c] [--rev REV]
+Usage: python benchmarks/experiment_cost.py [--repeats 3] [--only a,b,c,d] [--rev REV]
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ GIT = ("git", "-c", "user.name=bench", "-c", "user.email=bench@visiontune.invali
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="a,b,c", help="comparisons to run, e.g. a,c")
+    parser.add_argument("--only", default="a,b,c,d", help="comparisons to run, e.g. a,c")
     parser.add_argument("--rev", default="HEAD", help="commit to measure (default HEAD)")
     args = parser.parse_args()
     lrs = (f"{0.011 + i / 1000:.3f}" for i in itertools.count())  # never the same twice
@@ -72,6 +74,12 @@ def main() -> None:
                     prepared, *DVC, "exp", "run", "evaluate", "-S", f"model.lr={next(lrs)}"
                 ),
             ),
+            "d": (
+                "trial to robustness",
+                lambda: _trial(prepared, "robustness", next(lrs)),
+                "trial to evaluate",
+                lambda: _trial(prepared, "evaluate", next(lrs)),
+            ),
         }
         for key in args.only.split(","):
             if key == "c":
@@ -97,6 +105,11 @@ def _repeated(repo: Path, lrs, repeats: int) -> None:
         ratios.append(second / first)
         print(f"  first {first:.1f} s, repeated {second:.1f} s")
     _report("(c) repeated experiment / its first run", ratios)
+
+
+def _trial(repo: Path, target: str, lr: str) -> float:
+    """A tuner's trial: a temp experiment of the pipeline up to ``target``."""
+    return _timed(repo, *DVC, "exp", "run", "--temp", target, "-S", f"model.lr={lr}")
 
 
 def _report(label: str, ratios: list[float]) -> None:
