@@ -14,7 +14,7 @@ from helpers.dvc_repo import DvcRepo
 from PIL import Image
 
 from visiontune.experiments.frame import experiments_frame, to_frame
-from visiontune.experiments.listing import Experiment
+from visiontune.experiments.listing import Experiment, parse_exp_show
 from visiontune.experiments.report import (
     HIGHLIGHTED,
     build_table,
@@ -56,7 +56,7 @@ def test_runs_are_ranked_by_val_acc_with_runs_without_their_own_last():
 
 def test_a_frame_has_run_params_and_metrics_apart_and_only_a_successful_runs_metrics():
     assert list(FRAME.columns.get_level_values(0).unique()) == ["run", "params", "metrics"]
-    assert list(FRAME.run.columns) == ["rev", "kind", "base", "state", "pruned"]
+    assert list(FRAME.run.columns) == ["rev", "kind", "base", "state", "pruned", "data"]
     assert FRAME.loc["high", ("params", "sweep.x_values")] == [0.1, 2]
     assert FRAME.loc["mid", ("metrics", "val.acc")] == 0.7
     assert FRAME.loc[["failed", "queued"], "metrics"].isna().all(axis=None)  # none of their own
@@ -141,6 +141,42 @@ def test_the_table_shows_the_top_runs_marks_the_best_and_counts_the_rest():
         "| failed | 4 |  |  |  | failed |",
         "| queued |  |  |  |  | queued |",
     ]
+
+
+def exp_show_row(name: str, prepared: str | None, **data: object) -> dict:
+    """A ``dvc exp show --json`` row whose deps hold the sweep stage's stale data/prepared
+    (the last stage listed wins there) and whose outs hold ``prepared``, the run's own."""
+    row = {
+        "params": {"params.yaml": {"data": {"data": {"source": "digits", "workers": 0, **data}}}},
+        "deps": {"data/prepared": {"hash": "5tale.dir"}},
+        "outs": {"data/prepared": {"hash": prepared}} if prepared else {},
+    }
+    return {"rev": f"{name}-rev", "name": name, "data": row}
+
+
+def test_a_runs_data_is_its_prepared_outputs_md5_else_its_data_params():
+    runs = parse_exp_show(
+        [
+            {
+                **exp_show_row("main", "d1g175.dir"),
+                "experiments": [
+                    {"revs": [exp_show_row("cats", "ca75.dir", source="/photos/cats")]},
+                    {"revs": [exp_show_row("old", None, source="/photos", workers=4)]},
+                    {
+                        "revs": [exp_show_row("later", "d1g175.dir", source="/photos/cats")],
+                        "executor": {"state": "queued"},
+                    },
+                ],
+            }
+        ]
+    )
+    assert [run.prepared for run in runs] == ["d1g175.dir", "ca75.dir", "", "d1g175.dir"]
+    assert to_frame(runs).run.data.to_dict() == {
+        "main": "d1g175.dir",
+        "cats": "ca75.dir",
+        "old": 'params {"data.source": "/photos"}',  # data.workers makes the same bytes
+        "later": "",  # queued: shows its baseline's outs, not its own
+    }
 
 
 def test_outside_a_dvc_repository_the_report_fails_in_one_line(tmp_path):
