@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -151,6 +152,53 @@ def test_a_marginal_view_averages_over_other_params_and_says_so(tmp_path, monkey
     title = "val.acc by model.lr and model.dropout, marginal over model.width"
     assert f'"{title} (5 experiments, 2 epochs each)"' in html
     assert '"subtitle":{"text":"left out 1 run: 1 trained 12 epochs (not 2)"}' in html
+
+
+DIGITS = [replace(run, prepared="d1g175.dir") for run in GRID]
+
+
+def cats(lr: float, dropout: float, **other: object) -> Experiment:
+    """A run on a folder of cats (one class: val.acc 1.0 whatever it learnt)."""
+    run = experiment(lr, dropout, data_source="/photos/cats", **other)
+    return replace(run, prepared="ca75.dir", metrics={**run.metrics, "val.acc": 1.0})
+
+
+def test_runs_on_other_data_are_never_averaged_not_even_in_a_marginal_view():
+    resnet = replace(experiment(0.01, 0, model_name="resnet18"), prepared="d1g175.dir")
+    runs = [cats(0.01, 0, model_name="resnet18"), *DIGITS, resnet]
+    chosen = select_comparable(runs, x="model.lr", y="model.dropout", marginal=True)
+    assert chosen.runs == [*DIGITS, resnet] and chosen.over == ("model.name",)
+    assert chosen.notes() == ["left out 1 run: 1 trained on other data (data.source=/photos/cats)"]
+    refolded = replace(GRID[0], prepared="0ddba11fa11ed0ddba11fa11ed0ddba1.dir")
+    chosen = select_comparable([*DIGITS, refolded], x="model.lr", y="model.dropout")
+    assert chosen.runs == DIGITS
+    assert chosen.notes() == ["left out 1 run: 1 trained on other data (data/prepared 0ddba11f)"]
+
+
+def test_the_data_most_runs_share_is_kept_on_a_tie_the_baselines():
+    two = [cats(0.01, 0), cats(0.02, 0), *DIGITS[:2]]
+    assert select_comparable(two, x="model.lr", y="model.dropout").runs == two[:2]  # first
+    chosen = select_comparable(two, x="model.lr", y="model.dropout", reference="d1g175.dir")
+    assert chosen.runs == DIGITS[:2]
+    assert chosen.notes() == ["left out 2 runs: 2 trained on other data (data.source=/photos/cats)"]
+    # Runs without a recorded data/prepared are told apart by their data.* params.
+    old = [replace(run, prepared="") for run in [*two, DIGITS[2]]]
+    assert select_comparable(old, x="model.lr", y="model.dropout").runs == old[2:]
+
+
+def test_the_heatmap_command_breaks_a_tie_of_data_for_the_baselines(tmp_path, monkeypatch, capsys):
+    main = replace(DIGITS[3], name="main", kind="baseline")  # listed, never drawn
+    runs = [main, cats(0.01, 0), cats(0.02, 0), *DIGITS[:2]]
+    monkeypatch.setattr("visiontune.experiments.listing.list_experiments", lambda repo: runs)
+    out = tmp_path / "heatmap.html"
+    grid = heatmap_from_experiments(
+        tmp_path, x="model.lr", y="model.dropout", metric="val.acc", out=out
+    )
+    assert grid.cells == {(0.01, 0): Cell(0.1, 1), (0.01, 0.25): Cell(0.35, 1)}
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "left out 2 runs: 2 trained on other data (data.source=/photos/cats)",
+        f"wrote {out}",
+    ]
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """A folder of photos through the real pipeline: dvc exp run in the workspace, --temp and
-the queue, with the train split streamed from its file and augmented as photos are."""
+the queue, with the train split streamed from its file and augmented as photos are; never
+ranked with the digits the baseline commit's dvc.lock records."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import pytest
 from helpers.dvc_repo import SHRINK, DvcRepo
 from helpers.photos import write_photos
+
+from visiontune.experiments.frame import experiments_frame
+from visiontune.experiments.report import by_data
 
 pytestmark = pytest.mark.slow
 
@@ -44,3 +48,11 @@ def test_a_photo_folder_streams_through_exp_run_temp_and_the_queue(tmp_path: Pat
     assert rows["queued"]["metrics"] != rows["streamed"]["metrics"]
     for row in rows.values():
         assert 0 <= row["metrics"]["metrics/evaluate.json"]["data"]["test"]["acc"] <= 1
+
+    # The commit's params name the photos, but its dvc.lock and metrics are the shipped
+    # digits run's: other data, whatever the params say. The runs stopped at evaluate, so
+    # `dvc exp show` lists the digits' data/prepared among their deps (the sweep stage's).
+    groups = by_data(experiments_frame(repo.path))
+    assert set(groups.ranked.index) == {"workspace", "streamed", "resident", "queued"}
+    ((label, apart),) = groups.apart
+    assert list(apart.index) == ["main"] and label.startswith("data/prepared ")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from visiontune.config.errors import VisiontuneError
+from visiontune.config.errors import USER_ERROR_EXIT, VisiontuneError
 from visiontune.config.params import DataParams
 from visiontune.data.batches import read_split
 from visiontune.data.download import download
@@ -20,6 +22,7 @@ from visiontune.data.images import image_to_tensor
 from visiontune.data.prepared import SPLITS, load_meta
 from visiontune.data.preprocess import prepare
 
+ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = (
     *[f"{split}-{part}.npy" for split in SPLITS for part in ("images", "labels")],
     "meta.json",
@@ -262,7 +265,7 @@ def test_class_names_with_spaces_accents_and_cjk(
 def test_decompression_bomb_is_unreadable(
     tmp_path: Path, make_image_folder, monkeypatch: pytest.MonkeyPatch, side: int
 ) -> None:
-    raw = _folder_raw(tmp_path, make_image_folder, {"cat": 3})
+    raw = _folder_raw(tmp_path, make_image_folder, {"cat": 3, "dog": 3})
     Image.new("L", (side, side)).save(raw / "images" / "cat" / "huge.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(VisiontuneError, match=r"cannot read image images/cat/huge\.png"):
@@ -275,6 +278,40 @@ def test_class_with_too_few_images(tmp_path: Path, make_image_folder) -> None:
     message = "class 'dog' has 2 usable images: too few to keep one for training"
     with pytest.raises(VisiontuneError, match=re.escape(message)):
         prepare(raw, tmp_path / "prepared", data)
+
+
+def test_a_single_class_stops_the_preprocess_stage_in_one_line(
+    tmp_path: Path, make_image_folder
+) -> None:
+    """A folder of one class downloads, then preprocess refuses it: nothing to tell apart."""
+    source = make_image_folder(tmp_path / "my cats", ["cats"], per_class=30)
+    download(str(source), tmp_path / "data" / "raw")
+    (tmp_path / "params.yaml").write_text(f"data:\n  source: {source}\n")
+    stage = [sys.executable, str(ROOT / "stages" / "preprocess.py")]
+    result = subprocess.run(stage, cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == USER_ERROR_EXIT
+    assert result.stderr == (
+        f"error: data.source {source}: 1 class found (cats); a classifier needs at least 2\n"
+    )
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+def test_an_empty_validation_or_test_split_is_an_error(tmp_path: Path, make_image_folder) -> None:
+    """Each class keeps an image to train on, but 15 % of 3 images rounds to none."""
+    raw = _folder_raw(tmp_path, make_image_folder, {"cat": 3, "dog": 10})
+    with pytest.raises(VisiontuneError) as error:
+        prepare(raw, tmp_path / "prepared", DataParams(max_per_class=3, val_fraction=0.3))
+    assert str(error.value) == (
+        "the test split is empty: data.test_fraction=0.15 of at most 3 usable images per class "
+        "keeps none; raise data.test_fraction or use more images per class"
+    )
+    assert not (tmp_path / "prepared").exists()
+    summary = prepare(
+        raw,
+        tmp_path / "prepared",
+        DataParams(max_per_class=3, val_fraction=0.34, test_fraction=0.34),
+    )
+    assert (summary["train"], summary["val"], summary["test"]) == (2, 2, 2)
 
 
 def test_missing_raw_dir(tmp_path: Path) -> None:

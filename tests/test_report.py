@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import warnings
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -14,15 +15,18 @@ from helpers.dvc_repo import DvcRepo
 from PIL import Image
 
 from visiontune.experiments.frame import experiments_frame, to_frame
-from visiontune.experiments.listing import Experiment
+from visiontune.experiments.listing import Experiment, parse_exp_show
 from visiontune.experiments.report import (
     HIGHLIGHTED,
     build_table,
+    by_data,
     differing_params,
     line_figure,
     markdown_table,
     optuna_plot,
+    other_data_tables,
     ranked,
+    reference_data,
     robustness_figure,
     study_figures,
 )
@@ -56,7 +60,7 @@ def test_runs_are_ranked_by_val_acc_with_runs_without_their_own_last():
 
 def test_a_frame_has_run_params_and_metrics_apart_and_only_a_successful_runs_metrics():
     assert list(FRAME.columns.get_level_values(0).unique()) == ["run", "params", "metrics"]
-    assert list(FRAME.run.columns) == ["rev", "kind", "base", "state", "pruned"]
+    assert list(FRAME.run.columns) == ["rev", "kind", "base", "state", "pruned", "data"]
     assert FRAME.loc["high", ("params", "sweep.x_values")] == [0.1, 2]
     assert FRAME.loc["mid", ("metrics", "val.acc")] == 0.7
     assert FRAME.loc[["failed", "queued"], "metrics"].isna().all(axis=None)  # none of their own
@@ -141,6 +145,106 @@ def test_the_table_shows_the_top_runs_marks_the_best_and_counts_the_rest():
         "| failed | 4 |  |  |  | failed |",
         "| queued |  |  |  |  | queued |",
     ]
+
+
+def exp_show_row(name: str, prepared: str | None, **data: object) -> dict:
+    """A ``dvc exp show --json`` row whose deps hold the sweep stage's stale data/prepared
+    (the last stage listed wins there) and whose outs hold ``prepared``, the run's own."""
+    row = {
+        "params": {"params.yaml": {"data": {"data": {"source": "digits", "workers": 0, **data}}}},
+        "deps": {"data/prepared": {"hash": "5tale.dir"}},
+        "outs": {"data/prepared": {"hash": prepared}} if prepared else {},
+    }
+    return {"rev": f"{name}-rev", "name": name, "data": row}
+
+
+def test_a_runs_data_is_its_prepared_outputs_md5_else_its_data_params():
+    runs = parse_exp_show(
+        [
+            {
+                **exp_show_row("main", "d1g175.dir"),
+                "experiments": [
+                    {"revs": [exp_show_row("cats", "ca75.dir", source="/photos/cats")]},
+                    {"revs": [exp_show_row("old", None, source="/photos", workers=4)]},
+                    {
+                        "revs": [exp_show_row("later", "d1g175.dir", source="/photos/cats")],
+                        "executor": {"state": "queued"},
+                    },
+                ],
+            }
+        ]
+    )
+    assert [run.prepared for run in runs] == ["d1g175.dir", "ca75.dir", "", "d1g175.dir"]
+    assert to_frame(runs).run.data.to_dict() == {
+        "main": "d1g175.dir",
+        "cats": "ca75.dir",
+        "old": 'params {"data.source": "/photos"}',  # data.workers makes the same bytes
+        "later": "",  # queued: shows its baseline's outs, not its own
+    }
+
+
+def on(prepared: str, name: str, acc: float | None, state: str = "success", **params) -> Experiment:
+    """:func:`run` on the prepared data of md5 ``prepared``, from ``data.source`` digits."""
+    made = run(name, acc, state, **{"data.source": "digits", "data.image_size": 8, **params})
+    return replace(made, prepared=prepared)
+
+
+CATS = {"data.source": "/photos/cats", "data.image_size": 32}
+REFOLDED = "0ddba11fa11ed0ddba11fa11ed0ddba1.dir"  # data.source digits, other images
+MIXED = [
+    replace(on("d1g175.dir", "workspace", 0.95), kind="workspace"),
+    replace(on("d1g175.dir", "main", 0.95), kind="baseline"),
+    on("ca75ca75ca75.dir", "cats", 1.0, **CATS),  # a 1-class folder: nothing to get wrong
+    on("d1g175.dir", "resnet", 0.97, **{"model.name": "resnet18"}),
+    on("", "cats-failed", None, "failed", **CATS),  # no data of its own: with the ranked
+    on(REFOLDED, "refolded", 0.99),  # the same params made other data
+    on("ca75ca75ca75.dir", "cats-2", 0.5, **CATS),
+]
+
+
+def test_runs_on_other_data_are_listed_apart_and_never_ranked_with_the_workspaces():
+    groups = by_data(to_frame(MIXED))
+    assert names(groups.ranked) == ["workspace", "main", "resnet", "cats-failed"]
+    assert [(label, names(rows)) for label, rows in groups.apart] == [
+        ("data.image_size=32, data.source=/photos/cats", ["cats", "cats-2"]),
+        ("data/prepared 0ddba11f", ["refolded"]),
+    ]
+    assert groups.note() == (
+        "3 runs trained on other data are listed apart, not ranked: "
+        "`data.image_size=32, data.source=/photos/cats` (2); `data/prepared 0ddba11f` (1)."
+    )
+    table = build_table(groups.ranked, top=20)
+    assert table.best == "resnet"  # not cats: its 1.0 was on other data
+    assert table.params == ["data.source", "data.image_size", "model.name"]
+    cats, refolded = other_data_tables(groups, top=20, metric="val.acc")
+    assert cats.splitlines()[:5] == [
+        "## Trained on other data: `data.image_size=32, data.source=/photos/cats`",
+        "",
+        "| experiment | val acc | test acc | epochs | state |",
+        "| --- | --- | --- | --- | --- |",
+        "| cats | 1.0000 | 0.9900 | 3 | success |",  # sorted, but never best
+    ]
+    assert "★" not in cats + refolded
+    one = by_data(to_frame(MIXED[:3]))
+    assert one.note() == (
+        "1 run trained on other data is listed apart, not ranked: "
+        "`data.image_size=32, data.source=/photos/cats`."
+    )
+    assert by_data(to_frame(MIXED[:2])).note() is None
+
+
+def test_runs_are_ranked_on_the_workspaces_data_else_the_baselines_else_the_most_runs():
+    frame = to_frame(MIXED)
+    assert reference_data(frame) == "d1g175.dir"
+    cats_workspace = to_frame([replace(MIXED[2], kind="workspace"), *MIXED[1:]])
+    assert reference_data(cats_workspace) == "ca75ca75ca75.dir"
+    assert reference_data(frame.iloc[[2, 1, 5]]) == "d1g175.dir"  # the baseline's
+    assert reference_data(frame.iloc[[5, 2, 6, 3]]) == "ca75ca75ca75.dir"  # most runs
+    assert reference_data(frame.iloc[[5, 2]]) == REFOLDED  # the first listed on a tie
+    assert reference_data(frame.iloc[[4]]) == ""  # no run with data of its own
+    unrecorded = to_frame([replace(MIXED[0], prepared=""), *MIXED[1:]])  # no dvc.lock yet
+    assert reference_data(unrecorded) == "d1g175.dir"  # the baseline's
+    assert reference_data(unrecorded.iloc[[0, 2, 6, 3]]) == "ca75ca75ca75.dir"  # most runs
 
 
 def test_outside_a_dvc_repository_the_report_fails_in_one_line(tmp_path):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
@@ -30,6 +31,7 @@ from visiontune.data.folders import files
 from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats
 from visiontune.data.prepared import SPLITS, PreparedMeta, writing
 
+MIN_CLASSES = 2  # a classifier needs something to tell apart
 CHUNK_PIXELS = 1 << 22  # pixels decoded per chunk (16 to 1,024 images)
 PARALLEL_FROM = 2048  # images: fewer are decoded in the stage's own process
 Dealt = dict[str, tuple[list, list[int]]]  # split -> (image references, labels)
@@ -42,11 +44,14 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
 
     Every unreadable image is reported in one error, unless ``data.skip_corrupt``: then it
     is left out of the split it was dealt to. The files the download stage ignored (not
-    images) are counted apart from the skipped ones.
+    images) are counted apart from the skipped ones. A dataset of fewer than
+    :data:`MIN_CLASSES` classes, a class left with no image to train on, or an empty
+    validation or test split is an error.
     """
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
     source = _read_source(raw_dir)
     classes = source["classes"]
+    _check_classes(classes, source.get("source", str(raw_dir)))
     ignored = source.get("ignored", [])
     members, items = _open_raw(raw_dir, source)
     dealt = _deal(classes, _shuffled_subsets(members, data), data)
@@ -74,6 +79,7 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
             hint = "set data.skip_corrupt=true to skip unreadable images"
             raise unreadable_error(sorted(unreadable), hint)
         _check_trainable(classes, dealt, data)
+        _check_evaluable(dealt, data)
         counts = {split: len(dealt[split][1]) for split in SPLITS}
         skipped = sorted(ref for ref, _ in unreadable)
         mean, std = reference.channel_stats()
@@ -91,6 +97,16 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
             )
         )
     return {**counts, "classes": len(classes), "skipped": len(skipped), "ignored": len(ignored)}
+
+
+def _check_classes(classes: list[str], source: str) -> None:
+    """At least :data:`MIN_CLASSES` classes, or one line naming the source and its classes."""
+    if len(classes) < MIN_CLASSES:
+        found = f"{len(classes)} class{'' if len(classes) == 1 else 'es'} found"
+        names = f" ({', '.join(classes)})" if classes else ""
+        raise VisiontuneError(
+            f"data.source {source}: {found}{names}; a classifier needs at least {MIN_CLASSES}"
+        )
 
 
 def _read_source(raw_dir: Path) -> dict:
@@ -164,6 +180,19 @@ def _check_trainable(classes: list[str], dealt: Dealt, data: DataParams) -> None
         if label not in dealt["train"][1]:
             usable = sum(labels.count(label) for _, labels in dealt.values())
             _split_sizes(0, data, name, usable)
+
+
+def _check_evaluable(dealt: Dealt, data: DataParams) -> None:
+    """The validation and test splits each have an image: an empty one scores 0 on nothing."""
+    for split in ("val", "test"):
+        if not dealt[split][1]:
+            per_class = Counter(label for _, labels in dealt.values() for label in labels)
+            fraction = data.val_fraction if split == "val" else data.test_fraction
+            raise VisiontuneError(
+                f"the {split} split is empty: data.{split}_fraction={fraction:g} of at most "
+                f"{max(per_class.values())} usable images per class keeps none; "
+                f"raise data.{split}_fraction or use more images per class"
+            )
 
 
 def _split_sizes(

@@ -6,10 +6,12 @@ apart.
 
 Columns are two-level: ``run`` (``rev``, ``kind``: workspace, baseline, branch or
 experiment; ``base``, the baseline it was run from; ``state``: success, queued, running or
-failed; ``pruned``), ``params`` (params.yaml, dotted keys as typed with ``-S``) and
-``metrics`` (every metrics file, dotted: ``val.acc``, ``test.acc``). The index is the run's
-name. Only a successful run has metrics: a queued, running or failed one has none of its
-own (``dvc exp show`` repeats its baseline's), so its row is empty there.
+failed; ``pruned``; ``data``, the prepared data it trained on, see
+:func:`~visiontune.experiments.comparable_runs.data_identity`), ``params`` (params.yaml,
+dotted keys as typed with ``-S``) and ``metrics`` (every metrics file, dotted: ``val.acc``,
+``test.acc``). The index is the run's name. Only a successful run has metrics and data: a
+queued, running or failed one has none of its own (``dvc exp show`` repeats its
+baseline's), so its row is empty there.
 
 Never imported by a stage: pandas is for reading results, not for producing them.
 """
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from visiontune.experiments.comparable_runs import data_identity
 from visiontune.experiments.listing import Experiment, is_pruned, list_experiments
 
 
@@ -45,6 +48,7 @@ def to_frame(runs: Sequence[Experiment]) -> pd.DataFrame:
                 "base": [run.base for run in runs],
                 "state": [run.state for run in runs],
                 "pruned": [is_pruned(metrics) for metrics in own],
+                "data": [data_identity(run) for run in runs],
             }
         ),
         "params": pd.DataFrame([run.params for run in runs], index=range(len(runs))),

@@ -149,17 +149,23 @@ def heatmap_from_experiments(
     Uses the finished experiments that ``dvc exp show`` lists, not the workspace or the
     baseline commit (an experiment with the baseline's params would repeat its run and
     count twice), nor queued, running or failed ones; of those, only equals (see
-    :func:`~visiontune.comparable.select_comparable`, which ``epochs`` and ``marginal``
-    are passed to). Writes the HTML to ``out`` and prints the grid, then what was left out.
+    :func:`~visiontune.experiments.comparable_runs.select_comparable`, which ``epochs``,
+    ``marginal`` and the baseline's data are passed to). Writes the HTML to ``out`` and
+    prints the grid, then what was left out.
     """
-    from visiontune.experiments.comparable_runs import select_comparable
+    from visiontune.experiments.comparable_runs import data_identity, select_comparable
+    from visiontune.experiments.listing import list_experiments
 
-    runs = _finished_runs(repo)
+    listed = list_experiments(repo)
+    runs = _finished_runs(listed)
     _check_names(runs, x=x, y=y, metric=metric)
     usable = [e for e in runs if x in e.params and y in e.params and metric in e.metrics]
     if not usable:
         raise VisiontuneError(f"no experiment has all of {x}, {y} and {metric}")
-    chosen = select_comparable(usable, x=x, y=y, epochs=epochs, marginal=marginal)
+    baseline = next((data_identity(e) for e in listed if e.kind == "baseline"), "")
+    chosen = select_comparable(
+        usable, x=x, y=y, epochs=epochs, marginal=marginal, reference=baseline
+    )
     rows = [{x: e.params[x], y: e.params[y], metric: e.metrics[metric]} for e in chosen.runs]
     rows.sort(key=lambda row: (_order(row[x]), _order(row[y])))
     grid = replace(aggregate(rows, x=x, y=y, metric=metric), over=chosen.over)
@@ -174,11 +180,10 @@ def heatmap_from_experiments(
     return grid
 
 
-def _finished_runs(repo: Path) -> list[Experiment]:
-    """The repo's experiments that finished (not the baseline); raises if there are none."""
-    from visiontune.experiments.listing import list_experiments
-
-    experiments = [e for e in list_experiments(repo) if not e.baseline]
+def _finished_runs(listed: list[Experiment]) -> list[Experiment]:
+    """The experiments among ``listed`` that finished (not the baseline); raises if there
+    are none."""
+    experiments = [e for e in listed if not e.baseline]
     if not experiments:
         raise VisiontuneError(
             "no dvc experiments found; run some with `dvc exp run --queue -S ...` "

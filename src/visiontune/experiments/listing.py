@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from visiontune.config.paths import EVALUATE_METRICS, TRAIN_METRICS
+from visiontune.config.paths import EVALUATE_METRICS, PREPARED, TRAIN_METRICS
 from visiontune.experiments.dvc_git import files_at, run_tool
 
 # Where each experiment's own numbers are (git-tracked, so on the experiment's commit).
@@ -26,7 +26,9 @@ class Experiment:
     have dotted keys as ``dvc exp show`` prints them: ``model.lr``, ``val.acc``, ``test.acc``.
     ``state`` is ``success``, ``queued``, ``running`` or ``failed``; only a ``success``
     row's metrics are its own (a queued or running one shows its baseline's). Metrics are
-    the numbers, flags (``pruned``: true) included.
+    the numbers, flags (``pruned``: true) included. ``prepared`` is the md5 DVC recorded for
+    the ``data/prepared`` output (empty if none): the data the run trained on, and likewise
+    its own only on a ``success`` row.
     """
 
     name: str
@@ -36,6 +38,7 @@ class Experiment:
     params: dict[str, Any]
     metrics: dict[str, float]
     base: str = ""
+    prepared: str = ""
 
     @property
     def baseline(self) -> bool:
@@ -91,7 +94,20 @@ def _experiment(row: dict[str, Any], *, kind: str, state: str, base: str = "") -
         params=dict(flatten(params)),
         metrics=metrics,
         base=base,
+        prepared=prepared_hash(data),
     )
+
+
+def prepared_hash(data: Mapping[str, Any]) -> str:
+    """The md5 of ``data/prepared`` in a row's ``outs`` (the preprocess stage's output as the
+    row's dvc.lock records it), or "" if none.
+
+    Not its ``deps``: ``dvc exp show`` merges every stage's deps by path, and the last stage
+    listed wins, so a run that stopped at ``evaluate`` shows the baseline's data/prepared of
+    the robustness and sweep stages it did not re-run.
+    """
+    output = (data.get("outs") or {}).get(PREPARED.as_posix()) or {}
+    return output.get("hash") or ""
 
 
 def is_pruned(metrics: Mapping[str, Any]) -> bool:

@@ -3,8 +3,10 @@
 One row per run (the workspace, the baseline commit, every dvc experiment), with only
 the params that differ between the rows shown (not the tuner's own plumbing), sorted by
 ``tune.metric`` (val.acc unless params.yaml says val.loss; best first; pruned runs after
-the finished ones; failed and metric-less runs last). Plots (matplotlib, no browser):
-val/loss and val/acc per epoch of the runs shown (the best few highlighted, the rest
+the finished ones; failed and metric-less runs last). Only runs on one data are ranked:
+the workspace's (:func:`by_data`); runs trained on other data follow in tables of their
+own, one per data, never ranked against them. Plots (matplotlib, no browser):
+val/loss and val/acc per epoch of the ranked runs shown (the best few highlighted, the rest
 faded), the sweep stage's heatmap, the robustness stage's accuracy against severity, and
 the Optuna study's history, parallel coordinates
 and param importances when there is one.
@@ -17,6 +19,7 @@ import io
 import json
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +39,7 @@ from visiontune.config.paths import (
     engine_url,
 )
 from visiontune.config.tune_settings import load_settings
-from visiontune.experiments.comparable_runs import NEUTRAL_PARAMS
+from visiontune.experiments.comparable_runs import FROM_PARAMS, NEUTRAL_PARAMS, data_label
 from visiontune.experiments.dvc_git import files_at
 from visiontune.experiments.frame import experiments_frame, section
 
@@ -56,18 +59,82 @@ OPTUNA_PLOTS = (  # title, optuna.visualization.matplotlib function, PNG, comple
 @dataclass(frozen=True)
 class Table:
     """The rows shown (best first; a frame as :mod:`~visiontune.experiments.frame` makes),
-    the params that differ among them, and how many more runs there are."""
+    the params that differ among them, and how many more runs there are. Rows of a table
+    that is not ``ranked`` (runs on other data) are in the same order, but none is best."""
 
     rows: pd.DataFrame
     params: list[str]
     more: int
     metric: str = DEFAULT_METRIC
+    ranked: bool = True
 
     @property
     def best(self) -> str | None:
-        """The top row's name if it has a value of the metric of its own."""
+        """The top row's name if the table is ranked and it has a value of the metric of its
+        own."""
         values = objective(self.rows, self.metric)
-        return str(self.rows.index[0]) if len(values) and pd.notna(values.iloc[0]) else None
+        top = self.ranked and len(values) and pd.notna(values.iloc[0])
+        return str(self.rows.index[0]) if top else None
+
+
+@dataclass(frozen=True)
+class DataGroups:
+    """The runs ranked together, on one data, and apart from them each other data's runs
+    under what tells that data apart (``data.source=/photos/cats``)."""
+
+    ranked: pd.DataFrame
+    apart: list[tuple[str, pd.DataFrame]]
+
+    def note(self) -> str | None:
+        """``2 runs trained on other data are listed apart, not ranked: ...``, or None."""
+        if not self.apart:
+            return None
+        count = sum(len(rows) for _, rows in self.apart)
+        runs = (
+            f"{count} runs trained on other data are"
+            if count > 1
+            else "1 run trained on other data is"
+        )
+        sizes = len(self.apart) > 1
+        what = "; ".join(
+            f"`{label}`" + (f" ({len(rows)})" if sizes else "") for label, rows in self.apart
+        )
+        return f"{runs} listed apart, not ranked: {what}."
+
+
+def by_data(frame: pd.DataFrame) -> DataGroups:
+    """``frame``'s runs by the data they trained on (``run.data``): those on
+    :func:`reference_data` to rank, with the runs that have no data of their own (queued,
+    running, failed: never ranked), and apart those of each other data, in the order listed."""
+    data = frame.run.data
+    reference = reference_data(frame)
+    together = (data == reference) | (data == "")
+    first = _params(frame, data.eq(reference).to_numpy().argmax())
+    apart = []
+    for identity in data[~together].unique():
+        mine = data.eq(identity).to_numpy()
+        label = data_label(_params(frame, mine.argmax()), identity, first)
+        apart.append((label, frame[mine]))
+    return DataGroups(frame[together.to_numpy()], apart)
+
+
+def reference_data(frame: pd.DataFrame) -> str:
+    """The data runs are ranked on: the workspace's, else the baseline commit's (where DVC
+    recorded one), else the data most runs trained on (the first listed on a tie); "" if no
+    run has data of its own."""
+    data = frame.run.data
+    recorded = (data != "") & ~data.str.startswith(FROM_PARAMS)
+    for kind in ("workspace", "baseline"):
+        own = data[(frame.run.kind == kind) & recorded]
+        if len(own):
+            return str(own.iloc[0])
+    counts = Counter(identity for identity in data if identity)
+    return max(counts, key=counts.__getitem__, default="")
+
+
+def _params(frame: pd.DataFrame, position: int) -> dict[str, Any]:
+    """The params of the run at ``position`` in ``frame``, those it has."""
+    return section(frame, "params").iloc[position].dropna().to_dict()
 
 
 def measured(frame: pd.DataFrame, metric: str) -> pd.Series:
@@ -100,10 +167,13 @@ def differing_params(frame: pd.DataFrame) -> list[str]:
     return [key for key in params if params[key].map(repr).nunique() > 1]
 
 
-def build_table(frame: pd.DataFrame, top: int, metric: str = DEFAULT_METRIC) -> Table:
-    """The ``top`` best runs by ``metric`` and the params that differ among them."""
+def build_table(
+    frame: pd.DataFrame, top: int, metric: str = DEFAULT_METRIC, *, rank: bool = True
+) -> Table:
+    """The ``top`` best runs by ``metric`` and the params that differ among them; with
+    ``rank`` false, in the same order but with none marked best."""
     shown = ranked(frame, metric).iloc[:top]
-    return Table(shown, differing_params(shown), len(frame) - len(shown), metric)
+    return Table(shown, differing_params(shown), len(frame) - len(shown), metric, rank)
 
 
 def markdown_table(table: Table) -> str:
@@ -164,7 +234,8 @@ def write_report(
         frame = listing.result()
     workspace = section(frame, "params").iloc[0].dropna().to_dict()  # the first row
     metric = load_settings(repo).metric
-    table = build_table(frame, top, metric)
+    groups = by_data(frame)
+    table = build_table(groups.ranked, top, metric)
     plots = out.parent / f"{out.stem}_plots"
     plots.mkdir(parents=True, exist_ok=True)
     figures = [
@@ -173,10 +244,23 @@ def write_report(
         _robustness(repo, plots),
         *study_figures(repo, plots, storage, study),
     ]
-    sections = [_summary(frame, table), markdown_table(table)]
+    sections = [_summary(frame, table)]
+    if note := groups.note():
+        sections.append(note)
+    sections += [markdown_table(table), *other_data_tables(groups, top, metric)]
     sections += [f"![{title}]({plots.name}/{path.name})" for title, path in figures if path]
     out.write_text("# Experiment report\n\n" + "\n\n".join(sections) + "\n")
     return out
+
+
+def other_data_tables(groups: DataGroups, top: int, metric: str) -> list[str]:
+    """A markdown table, headed by what tells its data apart, for each data apart from the
+    ranked runs': its runs in the same order as the ranked ones, none marked best."""
+    return [
+        f"## Trained on other data: `{label}`\n\n"
+        + markdown_table(build_table(rows, top, metric, rank=False))
+        for label, rows in groups.apart
+    ]
 
 
 def _summary(frame: pd.DataFrame, table: Table) -> str:
