@@ -282,10 +282,12 @@ def test_report_of_no_experiments_then_of_a_good_and_a_failed_one(baseline_clone
     assert rows["main"][0] == "**main** ★ best"  # lr 0.01 beats lr 0.02 on val.acc
     assert rows["bad"][-4:] == ["", "", "", "failed"]
     assert "| experiment | model.lr | model.blocks | val acc |" in text
-    plots = ("val_loss", "val_acc", "sweep_heatmap", "robustness", "tune_history", "tune_parallel")
+    plots = ("val_loss", "val_acc", "sweep_heatmap", "tune_history", "tune_parallel")
     for name in (*plots, "tune_importance"):
         assert f"](report_plots/{name}.png)" in text
         _check_png(repo.path / "report_plots" / f"{name}.png")
+    # The workspace's model is a's, whose robustness no stage measured: no curves of another.
+    assert "robustness.png" not in text
 
     # The same runs as a DataFrame, with a queued experiment and another branch's tip.
     repo.dvc("exp", "run", "--queue", "evaluate", "-n", "later", "-S", "model.lr=0.03")
