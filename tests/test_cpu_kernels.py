@@ -73,3 +73,19 @@ def test_the_shipped_kernels_train_the_same_model_on_every_emulated_machine(prep
     models = {key: digest(folder) for key, folder in runs.items()}
     assert models["avx2", "avx512"] == models["avx2", "baseline"]
     assert models["native", "avx512"] != models["native", "baseline"]  # the emulation bites
+
+
+def test_compiled_kernels_of_pinned_code_paths_are_cached_apart(monkeypatch, tmp_path):
+    """torch.compile's cache does not key kernels by ATen capability: a native run that
+    loaded an avx2 run's kernels crashed (double free or corruption)."""
+    monkeypatch.setenv(cpu_kernels.INDUCTOR_CACHE, str(tmp_path / "cache"))
+    for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR"):
+        monkeypatch.delenv(name, raising=False)
+    cpu_kernels.request("native")
+    assert os.environ[cpu_kernels.INDUCTOR_CACHE] == str(tmp_path / "cache")
+    cpu_kernels.request("avx2")
+    avx2 = os.environ[cpu_kernels.INDUCTOR_CACHE]
+    assert avx2 == str(tmp_path / "cache" / "cpu_kernels_avx2")
+    assert os.environ["ATEN_CPU_CAPABILITY"] == "avx2"
+    cpu_kernels.request("avx2")  # again, as every stage and fit of a process does
+    assert os.environ[cpu_kernels.INDUCTOR_CACHE] == avx2

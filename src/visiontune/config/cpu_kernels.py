@@ -16,14 +16,23 @@ same model everywhere the path exists, with a fixed thread count (``train.thread
 Set through the environment, which each library reads at its first computation: a stage
 requests its kernels when it starts, before anything runs (:func:`request`). Only on
 x86-64; elsewhere there is nothing to pin. Light: imports no torch.
+
+torch.compile's on-disk cache does not tell kernels built for one ATen capability from
+another's: a process that loads a kernel another built for other code paths can crash
+(``double free or corruption``). A pinned kind keeps its compiled kernels apart, in a
+folder of its own under the cache (``TORCHINDUCTOR_CACHE_DIR``).
 """
 
 from __future__ import annotations
 
+import getpass
 import os
 import platform
+import tempfile
+from pathlib import Path
 
 CPU_KERNELS = ("avx2", "baseline", "native")
+INDUCTOR_CACHE = "TORCHINDUCTOR_CACHE_DIR"  # where torch.compile keeps its kernels
 # ATen's capability each kind runs (torch.backends.cpu.get_cpu_capability()).
 CAPABILITY = {"avx2": "AVX2", "baseline": "DEFAULT"}
 _ENVIRONMENT = {
@@ -40,6 +49,19 @@ def pinned(kind: str) -> bool:
 
 def request(kind: str) -> None:
     """Ask torch's libraries for the kernels of ``kind``, before their first computation
-    in this process (a later request changes nothing that already ran)."""
+    in this process (a later request changes nothing that already ran), and give
+    torch.compile a cache of its own for them."""
     if pinned(kind):
         os.environ.update(_ENVIRONMENT[kind])
+        os.environ[INDUCTOR_CACHE] = str(compile_cache(kind))
+
+
+def compile_cache(kind: str) -> Path:
+    """torch.compile's cache for the kernels of ``kind``: a folder of its own under the one
+    torch would use (``$TORCHINDUCTOR_CACHE_DIR``, else torch's default)."""
+    folder = f"cpu_kernels_{kind}"
+    given = os.environ.get(INDUCTOR_CACHE)
+    if given and Path(given).name == folder:  # asked for before in this process
+        return Path(given)
+    user = "".join(c if c.isalnum() or c in "-_." else "_" for c in getpass.getuser())
+    return Path(given or Path(tempfile.gettempdir()) / f"torchinductor_{user}") / folder
