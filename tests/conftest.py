@@ -18,18 +18,20 @@ from PIL import Image
 # lets the many short files fill in at the end and both workers finish together.
 LONGEST_FIRST = (
     "test_tuning.py",  # 260
-    "test_experiment_cost.py",  # 215
-    "test_remote.py",  # 140
-    "test_distributed.py",  # 125
-    "test_pipeline.py",  # 110
-    "test_heatmap.py",  # 85
-    "test_photo_pipeline.py",  # 80
-    "test_report.py",  # 70
-    "test_pruning.py",  # 65
-    "test_export.py",  # 55
-    "test_pretrained_weights.py",  # 40
+    "test_experiment_cost.py",  # 255
+    "test_remote.py",  # 145
+    "test_pipeline.py",  # 130
+    "test_distributed.py",  # 110
+    "test_heatmap.py",  # 80
+    "test_photo_pipeline.py",  # 60
+    "test_pruning.py",  # 55
+    "test_report.py",  # 55
+    "test_export.py",  # 45
     "test_serve.py",  # 35
-    "test_finetuning.py",  # 30
+    "test_pretrained_weights.py",  # 35
+    "test_finetuning.py",  # 25
+    "test_cpu_kernels.py",  # 15
+    "test_stage_deps.py",  # 15
 )
 
 
