@@ -121,7 +121,7 @@ def test_the_tune_pages_draw_offline(browser, tmp_path) -> None:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, n_trials=5)
-    assert write_summary(study, parse_params({}), tmp_path, applicable=False)
+    assert write_summary(study, "val.acc", tmp_path, applicable=False)
     for name in ("history.html", "importances.html"):
         page = tmp_path / TUNE_PLOTS / name
         assert_drawn_offline(visit_offline(browser, page, PLOTLY_PLOT, PLOTLY_MARKS, 1), 1)
