@@ -48,7 +48,7 @@ def test_a_fresh_clone_runs_every_command_offline_and_quietly(origin: Path, tmp_
     clone.dvc("exp", "run", "--queue", "-n", "queued", "-S", "model.lr=0.03")
     clone.start_queue()
     clone.wait_for_queue(timeout=300)
-    assert_offline(clone.dvc("queue", "logs", "queued"))
+    assert_offline(clone.read("queue", "logs", "queued"))
     assert {"first", "queued"} <= set(clone.experiments())
 
     assert_offline(clone.dvc("repro"))
@@ -113,7 +113,7 @@ def test_a_repeated_experiment_is_restored_from_the_run_cache(pipeline: DvcRepo)
         pipeline.dvc("exp", "run", "--queue", "-n", name, "evaluate", "-S", "model.lr=0.08")
     pipeline.start_queue(jobs=1)
     pipeline.wait_for_queue(timeout=300)
-    logs = [pipeline.dvc("queue", "logs", name).stdout for name in ("queue-a", "queue-b")]
+    logs = [pipeline.read("queue", "logs", name).stdout for name in ("queue-a", "queue-b")]
     assert sum(f"Stage 'train' {CACHED}" in log for log in logs) == 1, logs
     rows = pipeline.experiments()
     assert rows["queue-a"]["metrics"] == rows["queue-b"]["metrics"]

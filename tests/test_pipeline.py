@@ -105,7 +105,7 @@ def test_queued_experiments_run_and_compare(baseline_clone):
     dvc_repo.wait_for_queue(timeout=600)
 
     rows = dvc_repo.experiments()
-    assert set(rows) == {"lr-high", "lr-low"}, dvc_repo.dvc("queue", "status").stdout
+    assert set(rows) == {"lr-high", "lr-low"}, dvc_repo.read("queue", "status").stdout
     assert rows["lr-high"]["params"]["model"]["lr"] == 0.02
     assert rows["lr-low"]["params"]["train"]["epochs"] == 3
     for row in rows.values():

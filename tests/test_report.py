@@ -419,7 +419,7 @@ def _table(markdown: str) -> list[list[str]]:
 
 def _exp_show_metrics(repo: DvcRepo, name: str) -> dict:
     """Metrics of a row of ``dvc exp show --json`` (the baseline by its branch name)."""
-    for baseline in json.loads(repo.dvc("exp", "show", "--json").stdout):
+    for baseline in json.loads(repo.read("exp", "show", "--json").stdout):
         for row in [baseline, *(r for g in baseline.get("experiments") or [] for r in g["revs"])]:
             if row.get("name") == name:
                 merged = {}

@@ -232,7 +232,7 @@ def test_two_jobs_run_through_the_queue(tune_repo):
     assert [sorted(t.intermediate_values) for t in study.trials] == [[1, 2]] * 2
     assert study.trials[0].intermediate_values[2] == study.trials[0].value
     assert set(trial_experiments(tune_repo)) == {"visiontune-0", "visiontune-1"}
-    assert "Queued" not in tune_repo.dvc("queue", "status").stdout
+    assert "Queued" not in tune_repo.read("queue", "status").stdout
 
 
 @pytest.mark.slow
@@ -247,7 +247,7 @@ def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
     study = load(tune_repo)
     assert [t.state for t in study.trials] == [TrialState.FAIL]
     assert study.trials[0].user_attrs[REASON] == "interrupted"
-    status = tune_repo.dvc("queue", "status").stdout
+    status = tune_repo.read("queue", "status").stdout
     assert "Queued" not in status and "Running" not in status
 
     # kill -9 mid-trial: the resumed study fails (or recovers) that trial, then completes.
@@ -263,7 +263,7 @@ def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
     assert not any(t.state == TrialState.RUNNING for t in study.trials)
     complete = {f"visiontune-{t.number}" for t in study.trials if t.state == TrialState.COMPLETE}
     assert complete <= set(trial_experiments(tune_repo))
-    status = tune_repo.dvc("queue", "status").stdout
+    status = tune_repo.read("queue", "status").stdout
     assert "Queued" not in status and "Running" not in status
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import tomlkit
 import yaml
 
+from visiontune.experiments.dvc_reads import read_dvc
+
 ROOT = Path(__file__).resolve().parents[2]
 
 # The real params.yaml, shrunk so that one pipeline run takes seconds: each CPU's fastest
@@ -106,6 +108,17 @@ class DvcRepo:
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return self.run(sys.executable, "-m", "dvc", *args, check=check)
 
+    def read(self, *args: str) -> subprocess.CompletedProcess:
+        """A read-only dvc command (``queue status``, ``queue logs``, ``exp show``), asked
+        again past DVC's transient queue errors as the tuner asks it (``read_dvc``)."""
+        result = read_dvc(*args, cwd=self.path, env=self.env, check=False)
+        if result.returncode != 0:
+            raise AssertionError(
+                f"dvc {' '.join(args)} exited {result.returncode}\n"
+                f"--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
+            )
+        return result
+
     def git(self, *args: str) -> subprocess.CompletedProcess:
         return self.run("git", *args)
 
@@ -140,7 +153,7 @@ class DvcRepo:
 
     def experiments(self) -> dict[str, dict[str, Any]]:
         """``dvc exp show --json`` as {experiment name: {"params": ..., "metrics": ...}}."""
-        rows = json.loads(self.dvc("exp", "show", "--json").stdout)
+        rows = json.loads(self.read("exp", "show", "--json").stdout)
         found = {}
         for baseline in rows:
             for group in baseline.get("experiments") or []:
@@ -164,7 +177,7 @@ class DvcRepo:
         """Poll ``dvc queue status`` until nothing is queued or running."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            status = self.dvc("queue", "status").stdout
+            status = self.read("queue", "status").stdout
             if not any(word in status for word in ("Queued", "Running")):
                 return
             time.sleep(2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from visiontune.config.errors import VisiontuneError
@@ -23,10 +23,16 @@ def command(tool: str, *args: str) -> list[str]:
 
 
 def run_tool(
-    tool: str, *args: str, cwd: Path, check: bool = True, timeout: float = DEFAULT_TIMEOUT
+    tool: str,
+    *args: str,
+    cwd: Path,
+    check: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``tool args`` in ``cwd``; with ``check``, a non-zero exit is a VisiontuneError
-    naming the command and its last line of output. A call past ``timeout`` always is."""
+    """Run ``tool args`` in ``cwd`` (in ``env``, else this process's environment); with
+    ``check``, a non-zero exit is a VisiontuneError naming the command and its error line
+    (:func:`error_line`). A call past ``timeout`` always is."""
     name = " ".join((tool, *args[:2]))
     try:
         result = subprocess.run(
@@ -36,17 +42,21 @@ def run_tool(
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,
+            env=env,
         )
     except subprocess.TimeoutExpired:
         raise VisiontuneError(f"{name} did not answer in {timeout:g} s") from None
     except OSError as exc:
         raise VisiontuneError(f"cannot run {tool}: {exc}") from None
     if check and result.returncode != 0:
-        detail = last_line(result.stderr) or last_line(result.stdout)
-        raise VisiontuneError(
-            f"{name} failed (exit status {result.returncode})" + (f": {detail}" if detail else "")
-        )
+        raise VisiontuneError(failure(name, result))
     return result
+
+
+def failure(name: str, result: subprocess.CompletedProcess[str]) -> str:
+    """One line saying that the command ``name`` failed: its exit status and error line."""
+    detail = error_line(result.stderr) or last_line(result.stdout)
+    return f"{name} failed (exit status {result.returncode})" + (f": {detail}" if detail else "")
 
 
 def files_at(repo: Path, objects: Sequence[str]) -> list[str | None]:
@@ -76,6 +86,14 @@ def files_at(repo: Path, objects: Sequence[str]) -> list[str | None]:
         texts.append(data[at : at + size].decode())
         at += size + 1
     return texts
+
+
+def error_line(text: str) -> str:
+    """The last ``ERROR:`` line of a tool's output (dvc follows an unexpected error with a
+    "Having any troubles?" footer), else its last line; empty if there is none."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("ERROR:")]
+    return (errors or lines or [""])[-1]
 
 
 def last_line(text: str) -> str:

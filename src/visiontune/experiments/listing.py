@@ -10,6 +10,7 @@ from typing import Any
 
 from visiontune.config.paths import EVALUATE_METRICS, PREPARED, TRAIN_METRICS
 from visiontune.experiments.dvc_git import files_at, run_tool
+from visiontune.experiments.dvc_reads import read_dvc
 
 # Where each experiment's own numbers are (git-tracked, so on the experiment's commit).
 METRICS_FILES = (TRAIN_METRICS.as_posix(), EVALUATE_METRICS.as_posix())
@@ -53,7 +54,7 @@ def list_experiments(
     (named ``workspace``) if asked, every other branch's tip and experiments with
     ``all_branches``."""
     flags = ["--all-branches"] if all_branches else []
-    result = run_tool("dvc", "exp", "show", "--json", *flags, cwd=repo)
+    result = read_dvc("exp", "show", "--json", *flags, cwd=repo)
     return parse_exp_show(json.loads(result.stdout), workspace=workspace)
 
 

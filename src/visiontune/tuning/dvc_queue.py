@@ -15,6 +15,7 @@ from typing import Any
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.experiments.dvc_git import command, last_line, run_tool
+from visiontune.experiments.dvc_reads import read_dvc
 
 _STATUS_LINE = re.compile(r"^(?P<task>[0-9a-f]{7,})\s+(?P<name>\S+)\s.*\s(?P<status>\w+)\s*$")
 QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"
@@ -56,8 +57,9 @@ class DvcQueue:
         self.repo = repo
 
     def tasks(self) -> list[Task]:
-        """Every task dvc knows: queued, running, succeeded or failed."""
-        return parse_queue_status(run_tool("dvc", "queue", "status", cwd=self.repo).stdout)
+        """Every task dvc knows: queued, running, succeeded or failed (asked again past
+        DVC's transient errors: :mod:`~visiontune.experiments.dvc_reads`)."""
+        return parse_queue_status(read_dvc("queue", "status", cwd=self.repo).stdout)
 
     def enqueue(self, name: str, overrides: dict[str, Any], target: str) -> str:
         """Queue ``dvc exp run -n name -S key=value ... target``; return the new task's id."""
@@ -98,7 +100,7 @@ class DvcQueue:
 
     def log(self, task: str) -> str:
         """The output of a task's experiment run, as ``dvc queue logs`` keeps it."""
-        return run_tool("dvc", "queue", "logs", task, cwd=self.repo, check=False).stdout
+        return read_dvc("queue", "logs", task, cwd=self.repo, check=False).stdout
 
 
 def _yaml(value: Any) -> str:
