@@ -27,6 +27,7 @@ LONGEST_FIRST = (
     "test_pruning.py",  # 55
     "test_report.py",  # 55
     "test_export.py",  # 45
+    "test_dvc_reads.py",  # 40
     "test_serve.py",  # 35
     "test_pretrained_weights.py",  # 35
     "test_finetuning.py",  # 25

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,22 @@ def test_bad_fixed_override_fails_before_any_trial(tmp_path):
     assert result.stderr.startswith("error: tune.pruner must be one of none, median")
 
 
+def test_more_gpus_than_present_fails_before_any_trial(tmp_path):
+    repo = DvcRepo.copy_of_project(tmp_path / "repo", TUNE)
+    repo.storage = f"sqlite:///{tmp_path / 's.db'}"
+    repo.env["CUDA_VISIBLE_DEVICES"] = "0,1,2"
+    result = run_tune(repo, "--jobs", "2", "--gpus-per-trial", "2", check=False)
+    assert result.returncode == 1
+    assert result.stderr == (
+        "error: --jobs 2 x --gpus-per-trial 2 needs 4 GPUs, 3 present "
+        "(CUDA_VISIBLE_DEVICES=0,1,2)\n"
+    )
+    result = run_tune(repo, "--in-process", "--gpus-per-trial", "1", check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: --gpus-per-trial hands GPUs to dvc experiments")
+    assert not (tmp_path / "s.db").exists()  # no study opened, no trial started
+
+
 # --- real dvc experiments --------------------------------------------------------------
 
 
@@ -224,8 +241,11 @@ def test_failing_trials_say_why_and_where_their_log_is_and_the_study_goes_on(tun
 
 
 @pytest.mark.slow
-def test_two_jobs_run_through_the_queue(tune_repo):
-    run_tune(tune_repo, "--trials", "2", "--jobs", "2")
+def test_two_jobs_run_through_the_queue_each_on_its_own_gpus(tune_repo):
+    """The tuner's CUDA_VISIBLE_DEVICES is its pool of GPUs: the two trials running at once
+    get 0,1 and 2,3, and each of their stages records what it saw."""
+    tune_repo.env["CUDA_VISIBLE_DEVICES"] = "0,1,2,3"
+    run_tune(tune_repo, "--trials", "2", "--jobs", "2", "--gpus-per-trial", "2")
     study = load(tune_repo)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     # the queue's workers run each train stage linked to its trial: a curve per trial
@@ -233,6 +253,12 @@ def test_two_jobs_run_through_the_queue(tune_repo):
     assert study.trials[0].intermediate_values[2] == study.trials[0].value
     assert set(trial_experiments(tune_repo)) == {"visiontune-0", "visiontune-1"}
     assert "Queued" not in tune_repo.read("queue", "status").stdout
+    seen = []
+    for name in ("visiontune-0", "visiontune-1"):
+        log = tune_repo.read("queue", "logs", name).stdout
+        seen.append(re.findall(r"^CUDA_VISIBLE_DEVICES=(\S+): the GPUs its tuner", log, re.M))
+    assert seen == [["0,1", "0,1"], ["2,3", "2,3"]]  # train's and evaluate's
+    assert not any((tune_repo.path / ".optuna" / "devices").iterdir())  # all given back
 
 
 @pytest.mark.slow

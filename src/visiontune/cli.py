@@ -44,6 +44,7 @@ def _tune(args: argparse.Namespace) -> None:
         fixed=fixed,
         in_process=args.in_process,
         sampler=args.sampler,
+        gpus_per_trial=args.gpus_per_trial,
         settings=settings,
     )
     tune(params, options, repo=Path.cwd())
@@ -325,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials", type=int, help="trials the study should count (default: tune.trials)"
     )
     tune.add_argument("--jobs", type=int, default=1, help="trials run at once (dvc queue -j)")
+    tune.add_argument(
+        "--gpus-per-trial",
+        type=_int_range(0),
+        default=0,
+        metavar="K",
+        help="GPUs of each running trial, its own (CUDA_VISIBLE_DEVICES); default 0: all",
+    )
     tune.add_argument(
         "--storage",
         default=DEFAULT_STORAGE,

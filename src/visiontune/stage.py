@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from visiontune.config import cpu_kernels
+from visiontune.config import cpu_kernels, trial_devices
 from visiontune.config.errors import USER_ERROR_EXIT, one_line_errors
 from visiontune.config.params import Params, load_params
 from visiontune.config.stage_outputs import drop_results_of_replaced, restore_outputs
@@ -18,12 +18,17 @@ def run_stage(main: Callable[[Params], None], params_path: Path = Path("params.y
     """Load and validate params, run ``main``; a user error is one line on stderr and exit
     status USER_ERROR_EXIT, which the tuner reads as "do not retry".
 
-    The stage is the dvc.yaml stage its script is named after (stages/train.py: train). If
-    it fails, its outputs are put back as dvc.lock records them; once it succeeds, the
-    outputs of stages that read an earlier version of what it wrote are removed.
+    A stage of a tuner's trial first takes the GPUs the tuner handed the trial
+    (:mod:`~visiontune.config.trial_devices`), and says which. The stage is the dvc.yaml
+    stage its script is named after (stages/train.py: train). If it fails, its outputs
+    are put back as dvc.lock records them; once it succeeds, the outputs of stages that
+    read an earlier version of what it wrote are removed.
     """
     stage = Path(main.__globals__["__file__"]).stem
     root = Path.cwd()
+    devices = trial_devices.apply()  # before CUDA starts
+    if devices is not None:
+        print(f"{trial_devices.VISIBLE_ENV}={devices}: the GPUs its tuner handed this trial")
     with one_line_errors(USER_ERROR_EXIT), _restored_on_failure(stage, root):
         params = load_params(params_path)
         cpu_kernels.request(params.train.cpu_kernels)  # before torch's first computation

@@ -15,6 +15,7 @@ Modules: ``tuner`` (``tune``: the study run to its end), ``options`` (what the c
 line sets), ``study`` (storage, study, sampler), ``accounting`` (which trials count),
 ``space`` (``tune.space`` to suggestions), ``liveness`` (heartbeats, staleness),
 ``outcome`` (what became of an experiment, retry policy), ``dvc_queue`` (DVC's queue),
+``gpu_slots`` (each running trial's own GPUs),
 ``trials`` (asking, completing, failing), ``runners`` (temp, queue, in-process),
 ``summary`` (best trial, plots, progress lines), ``run_cache`` (pruned stages out of DVC's
 run-cache), ``trial_link`` (a trial's train stage reporting to its study),

@@ -16,6 +16,9 @@ POLL_SECONDS = 1.0  # between looks at running trials
 # A failed trial's log (its dvc exp run's output), kept as <name>.log: DVC's own copy goes
 # with its queue task, a temp run's with the run. Git-ignored, beside the default storage.
 TRIAL_LOGS = Path(".optuna/logs")
+# The GPUs handed to each running trial (--gpus-per-trial), a file per experiment, removed
+# when the trial ends (config/trial_devices.py). Git-ignored.
+TRIAL_DEVICES = Path(".optuna/devices")
 
 
 @dataclass(frozen=True)
@@ -30,4 +33,5 @@ class TuneOptions:
     fixed: dict[str, Any] = field(default_factory=dict)
     in_process: bool = False
     sampler: str = "tpe"
+    gpus_per_trial: int = 0
     settings: TuneSettings = field(default_factory=TuneSettings)

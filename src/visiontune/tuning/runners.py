@@ -55,7 +55,7 @@ class TempRunner(Runner):
                 continue
             self.trial, overrides = asked
             name = self.name(self.trial)
-            say(f"{name}: running  {short(overrides)}")
+            say(f"{name}: running  {short(overrides)}{self.hand_out_gpus(name)}")
             attempts = 1
             result = self.attempt(name, overrides)
             while should_retry(result, attempts):
@@ -153,9 +153,10 @@ class QueueRunner(Runner):
             return
         trial, overrides = asked
         name = self.name(trial)
+        gpus = self.hand_out_gpus(name)
         task = self.queue.enqueue(name, overrides, TRIAL_TARGET)
         self.running[trial.number] = _Queued(trial, name, overrides, task, time.monotonic())
-        say(f"{name}: queued  {short(overrides)}")
+        say(f"{name}: queued  {short(overrides)}{gpus}")
 
     def poll(self, study: optuna.Study) -> None:
         """Settle the trials whose task finished, was lost or ran past its time."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import reason
+from visiontune.config.trial_devices import EXPERIMENT_ENV
 from visiontune.tuning import optuna_internals as internals
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from visiontune.training.fit import EpochResult
 
 STORAGE_ENV = "VISIONTUNE_TRIAL_STORAGE"
-EXPERIMENT_ENV = "DVC_EXP_NAME"  # set by dvc for every stage of an experiment
 EXPERIMENT_ATTR = "experiment"  # trial user attr: the dvc experiment that runs the trial
 PRUNER_ATTR = "pruner"  # trial user attr: the pruner spec (tuning.study.pruner_spec)
 

@@ -8,18 +8,21 @@ import dataclasses
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, with_overrides
+from visiontune.config.trial_devices import FOLDER_ENV
 from visiontune.experiments.listing import experiment_metrics, is_pruned
 from visiontune.tuning import accounting
 from visiontune.tuning import optuna_internals as internals
 from visiontune.tuning.accounting import LOG, REASON, SURPLUS, TAIL, WORKER
 from visiontune.tuning.dvc_queue import QUEUED, RUNNING, DvcQueue
+from visiontune.tuning.gpu_slots import GpuSlots
 from visiontune.tuning.liveness import Liveness
-from visiontune.tuning.options import POLL_SECONDS, TRIAL_LOGS, TuneOptions
+from visiontune.tuning.options import POLL_SECONDS, TRIAL_DEVICES, TRIAL_LOGS, TuneOptions
 from visiontune.tuning.outcome import Outcome, RunResult
 from visiontune.tuning.run_cache import forget_pruned
 from visiontune.tuning.space import suggest
@@ -36,7 +39,8 @@ SHOWN_REASON = 160  # characters of a failure's reason in its progress line (all
 
 
 class Runner:
-    """Asks, completes and fails trials of one study for one tuner; subclasses run them."""
+    """Asks, completes and fails trials of one study for one tuner; subclasses run them,
+    each with a slot of ``slots`` GPUs (``--gpus-per-trial``) while it runs."""
 
     def __init__(
         self,
@@ -45,6 +49,7 @@ class Runner:
         repo: Path,
         storage: optuna.storages.RDBStorage,
         study: optuna.Study,
+        slots: Sequence[str] = (),
     ):
         self.params = params
         self.options = options
@@ -58,12 +63,21 @@ class Runner:
         # The train stage of each trial's experiment finds its trial from this (and from
         # the experiment's name), to report every epoch and ask whether to prune.
         self.env = {**os.environ, STORAGE_ENV: trial_url(options.storage)}
+        self.gpus = GpuSlots(slots, repo.resolve() / TRIAL_DEVICES)
+        if slots:  # each stage of a trial takes its slot from there
+            self.env[FOLDER_ENV] = str(self.gpus.folder)
         self.liveness = Liveness(storage, study)
         self.worker = accounting.worker(repo)
         self.waiting = False
 
     def name(self, trial: optuna.Trial) -> str:
         return accounting.experiment_name(self.options.study, trial.number)
+
+    def hand_out_gpus(self, name: str) -> str:
+        """Hand the trial's experiment ``name`` its GPUs, if any, before it can start; the
+        words its progress line says them in."""
+        gpus = self.gpus.hand_out(name)
+        return f"  GPUs {gpus}" if gpus else ""
 
     def ask(self, study: optuna.Study) -> tuple[optuna.Trial, dict[str, Any]] | None:
         """A new trial and its params; a surplus trial or a refused combination fails at once."""
@@ -111,7 +125,9 @@ class Runner:
         return True
 
     def settle(self, study: optuna.Study, trial: optuna.Trial, result: RunResult) -> None:
-        """Complete a trial whose experiment exists, with its metrics; fail any other."""
+        """Complete a trial whose experiment exists, with its metrics; fail any other. Its
+        GPUs are free again."""
+        self.gpus.take_back(self.name(trial))
         if result.outcome == Outcome.DONE:
             self.complete(study, trial, result.metrics or {})
         else:
@@ -161,6 +177,7 @@ class Runner:
     def interrupted(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
         """Record trials stopped by Ctrl-C as FAIL that does not count toward --trials."""
         for trial in trials:
+            self.gpus.take_back(self.name(trial))
             self.fail(study, trial, accounting.INTERRUPTED)
         say(f"stopped: {len(trials)} running trial(s) recorded as interrupted")
 

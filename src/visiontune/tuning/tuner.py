@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import TUNABLE_SECTIONS, Params
 from visiontune.experiments.listing import experiment_names
+from visiontune.tuning.gpu_slots import cut_slots
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.runners import InProcessRunner, QueueRunner, TempRunner
 from visiontune.tuning.study import open_storage, open_study
@@ -21,6 +22,9 @@ def tune(params: Params, options: TuneOptions, repo: Path) -> optuna.Study:
     """Run (or resume) the study until ``options.trials`` trials count; return the study."""
     if options.trials < 1 or options.jobs < 1:
         raise VisiontuneError("--trials and --jobs must be >= 1")
+    if options.gpus_per_trial and options.in_process:
+        raise VisiontuneError("--gpus-per-trial hands GPUs to dvc experiments, not --in-process")
+    slots = cut_slots(options.jobs, options.gpus_per_trial)  # before any trial starts
     settings = options.settings
     if not settings.space:
         raise VisiontuneError("tune.space is empty: nothing to tune")
@@ -38,7 +42,7 @@ def tune(params: Params, options: TuneOptions, repo: Path) -> optuna.Study:
         kind: type[TempRunner | InProcessRunner] = InProcessRunner
     else:
         kind = QueueRunner if options.jobs > 1 else TempRunner
-    runner = kind(params, options, repo, storage, study)
+    runner = kind(params, options, repo, storage, study, slots)
     with runner.liveness.beating(settings.heartbeat):
         try:
             runner.run(study)
