@@ -26,10 +26,10 @@ def run_stage(main: Callable[[Params], None], params_path: Path = Path("params.y
     """
     stage = Path(main.__globals__["__file__"]).stem
     root = Path.cwd()
-    devices = trial_devices.apply()  # before CUDA starts
-    if devices is not None:
-        print(f"{trial_devices.VISIBLE_ENV}={devices}: the GPUs its tuner handed this trial")
     with one_line_errors(USER_ERROR_EXIT), _restored_on_failure(stage, root):
+        devices = trial_devices.apply()  # before CUDA starts
+        if devices is not None:
+            print(f"{trial_devices.VISIBLE_ENV}={devices}: the GPUs its tuner handed this trial")
         params = load_params(params_path)
         cpu_kernels.request(params.train.cpu_kernels)  # before torch's first computation
         main(params)
