@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import with_overrides
 from visiontune.config.paths import PREPARED
-from visiontune.experiments.listing import experiment_metrics, flatten
+from visiontune.experiments.listing import experiment_metrics, experiment_names, flatten
 from visiontune.tuning.dvc_queue import FAILED, SUCCESS, DvcQueue, temp_run_command
 from visiontune.tuning.options import POLL_SECONDS, TRIAL_TARGET
 from visiontune.tuning.outcome import (
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     import optuna
 
 QUEUE_RESTART_SECONDS = 30  # idle queue workers exit: make sure enough run this often
+# Between looks at the queue's tasks for failures, losses and timeouts: each `dvc queue
+# status` costs about a second of CPU. A finished experiment is seen sooner, through git.
+STATUS_SECONDS = 5.0
 
 
 class TempRunner(Runner):
@@ -122,6 +125,7 @@ class QueueRunner(Runner):
         super().__init__(*args, **kwargs)
         self.queue = DvcQueue(self.repo)
         self.running: dict[int, _Queued] = {}
+        self.next_status = 0.0
 
     def run(self, study: optuna.Study) -> None:
         """Keep ``--jobs`` trials queued or running until the study counts ``--trials``."""
@@ -159,7 +163,15 @@ class QueueRunner(Runner):
         say(f"{name}: queued  {short(overrides)}{gpus}")
 
     def poll(self, study: optuna.Study) -> None:
-        """Settle the trials whose task finished, was lost or ran past its time."""
+        """Settle the trials whose task finished, was lost or ran past its time.
+
+        The queue's tasks are read when a running trial's experiment appeared (one git
+        call each :data:`POLL_SECONDS`) or every :data:`STATUS_SECONDS`, not each time.
+        """
+        finished = experiment_names(self.repo) & {e.name for e in self.running.values()}
+        if not finished and time.monotonic() < self.next_status:
+            return
+        self.next_status = time.monotonic() + STATUS_SECONDS
         tasks = {task.task: task for task in self.queue.tasks()}
         for number, entry in list(self.running.items()):
             task = tasks.get(entry.task)
