@@ -33,6 +33,8 @@ SPACE = {
 }
 TUNE = {**SHRINK, "tune": {"space": SPACE, "heartbeat": 2, "n_startup_trials": 2}}
 
+QUEUE_LOOK_SECONDS = 10.0  # wait_for_queue: the longest between two asks
+
 
 class DvcRepo:
     """A copy of the project in ``path`` with its own git history and dvc cache."""
@@ -174,11 +176,23 @@ class DvcRepo:
             subprocess.run(command, cwd=self.path, env=self.env, stdout=out, stderr=out, check=True)
 
     def wait_for_queue(self, timeout: float) -> None:
-        """Poll ``dvc queue status`` until nothing is queued or running."""
+        """Ask ``dvc queue status`` until nothing is queued or running: again each time a
+        task's result is stored, and at least every :data:`QUEUE_LOOK_SECONDS` (each ask
+        costs dvc about a second of CPU, which the queue's own runs would otherwise lose)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            stored = self._queue_results()
             status = self.read("queue", "status").stdout
             if not any(word in status for word in ("Queued", "Running")):
                 return
-            time.sleep(2)
-        raise TimeoutError(f"dvc queue still busy after {timeout} s:\n{status}")
+            look = min(time.monotonic() + QUEUE_LOOK_SECONDS, deadline)
+            while self._queue_results() == stored and time.monotonic() < look:
+                time.sleep(0.2)
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"dvc queue still busy after {timeout} s:\n{status}")
+
+    def _queue_results(self) -> set[str]:
+        """The task results the queue's workers have stored (Celery's result files): a
+        hint that a task ended, which ``dvc queue status`` then confirms."""
+        folder = self.path / ".dvc" / "tmp" / "exps" / "celery" / "result"
+        return {entry.name for entry in os.scandir(folder)} if folder.is_dir() else set()
