@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from visiontune.data.augmentation import Augmentation
-from visiontune.data.batches import ModelInput, index_batches
+from visiontune.data.batches import index_batches
+from visiontune.data.model_input import ModelInput
 from visiontune.models.scoring import evaluate_split
 
 CPU = torch.device("cpu")

@@ -6,83 +6,27 @@ in its file and each batch is gathered from it memory-mapped (pinned and copied
 asynchronously on CUDA), the next batch gathered in a thread while the current one
 trains. Either way a batch is then augmented as one tensor when training
 (:mod:`visiontune.data.augmentation`) or given the evaluation view otherwise, and
-standardised to float (:class:`ModelInput`): the batches are the same, batch for batch.
+standardised to float (:mod:`visiontune.data.model_input`): the batches are the same,
+batch for batch.
 :class:`BatchSource` is the one place batches are made: the trainer's epochs, the finders'
 and the profiler's steps, and scoring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from visiontune.data.augmentation import Augmentation
-from visiontune.data.prepared import StoredSplit, open_split
+from visiontune.data.model_input import ModelInput
+from visiontune.data.prepared import PreparedMeta, StoredSplit, open_split
 
 AUTO_CPU_BUDGET_MB = 1024  # train.resident_mb 0 on the CPU: larger splits stream
 AUTO_CUDA_SHARE = 0.5  # train.resident_mb 0 on CUDA: this share of the free device memory
-
-
-@dataclass(frozen=True)
-class ModelInput:
-    """Stored uint8 images (N, C, S, S) -> the network's float input, deterministically: the
-    centre square of ``crop`` pixels resized to ``size`` (the evaluation view; the identity
-    when both are S), then standardised per channel with ``mean``/``std`` (0..1 scale).
-
-    Evaluation, robustness, drift, serving and the ONNX export all see images through it;
-    training draws its own crops (:class:`~visiontune.data.augmentation.Augmentation`) and
-    standardises them the same way.
-    """
-
-    scale: torch.Tensor
-    shift: torch.Tensor
-    crop: int
-    size: int
-
-    @classmethod
-    def from_stats(
-        cls,
-        mean: Sequence[float],
-        std: Sequence[float],
-        device: torch.device,
-        *,
-        stored: int,
-        crop_pct: float = 1.0,
-        size: int = 0,
-    ) -> ModelInput:
-        """The input of a model taking ``size`` pixels (0 = ``stored``) that evaluates the
-        centre ``crop_pct`` of each side of images stored at ``stored`` pixels."""
-        mean_t = torch.tensor(mean, device=device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, device=device).view(1, -1, 1, 1).clamp_min(1e-6)
-        crop = max(1, round(stored * crop_pct))
-        return cls(
-            scale=1.0 / (255.0 * std_t), shift=-mean_t / std_t, crop=crop, size=size or stored
-        )
-
-    def view(self, images: torch.Tensor) -> torch.Tensor:
-        """The centre ``crop`` square of each image, resized to ``size`` (bilinear,
-        antialiased; float 0..255), or the images as they are when no view is needed."""
-        stored = images.shape[-1]
-        if self.crop != stored:
-            top = (stored - self.crop) // 2
-            images = images[..., top : top + self.crop, top : top + self.crop]
-        if self.crop != self.size:
-            images = F.interpolate(
-                images.float(), size=(self.size, self.size), mode="bilinear", antialias=True
-            )
-        return images
-
-    def standardise(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (any dtype, 0..255) as float, standardised per channel."""
-        return torch.addcmul(self.shift, images.float(), self.scale)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.standardise(self.view(images))
 
 
 @dataclass(frozen=True)
@@ -122,10 +66,12 @@ class BatchSource:
         device: torch.device,
         resident_mb: int = 0,
         augmentation: Augmentation | None = None,
+        meta: PreparedMeta | None = None,
     ) -> BatchSource:
         """A prepared split's batches on ``device``: moved there whole when it fits
-        :func:`resident_budget`, else streamed from its file."""
-        stored = open_split(prepared_dir, split)
+        :func:`resident_budget`, else streamed from its file (checked against ``meta``, the
+        prepared meta.json, read when not given)."""
+        stored = open_split(prepared_dir, split, meta)
         labels = torch.from_numpy(stored.labels).to(device)
         images: torch.Tensor | StoredSplit = stored
         if stored.nbytes <= resident_budget(device, resident_mb):

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visiontune.data.batches import Batch, BatchSource, ModelInput
+from visiontune.data.batches import Batch, BatchSource
+from visiontune.data.model_input import ModelInput
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import resolve_device, set_cpu
