@@ -16,10 +16,9 @@ from tqdm import tqdm
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
-from visiontune.data.batches import BatchSource
 from visiontune.models.meta import ModelMeta
 from visiontune.models.scoring import EvalResult
-from visiontune.training.trainer import TrainSplit
+from visiontune.training.parts import Splits, build_trainer
 
 
 class TrainingDiverged(VisiontuneError):
@@ -95,12 +94,9 @@ def fit(
     uncompiled one.
     """
     cfg = params.train
-    train = TrainSplit.load(params, prepared_dir)
-    trainer = train.new_trainer(params)
-    model, meta = trainer.model, train.meta
-    val_source = BatchSource.of_split(
-        prepared_dir, "val", train.source.input, train.device, cfg.resident_mb
-    )
+    splits = Splits.load(params, prepared_dir)
+    trainer = build_trainer(params, splits)
+    model = trainer.model
 
     history: list[EpochResult] = []
     best: EpochResult | None = None
@@ -109,13 +105,13 @@ def fit(
     for epoch in range(1, cfg.epochs + 1):
         start = time.perf_counter()
         desc = f"epoch {epoch}/{cfg.epochs}"
-        loss, acc = trainer.epoch(train.source, desc)
+        loss, acc = trainer.epoch(splits.train, desc)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"training diverged: train/loss is {loss} at epoch {epoch}; "
                 f"try a lower model.lr (now {params.model.lr:g})"
             )
-        val = trainer.evaluate(val_source)
+        val = trainer.evaluate(splits.val)
         result = EpochResult(epoch, loss, acc, val)
         history.append(result)
         stop = on_epoch(result) if on_epoch is not None else None
@@ -134,7 +130,7 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     kept = best if cfg.patience and best is not None else history[-1]
-    return FitResult(model=model, meta=meta, history=history, kept=kept, pruned=pruned)
+    return FitResult(model=model, meta=splits.meta, history=history, kept=kept, pruned=pruned)
 
 
 def _report(result: EpochResult, epochs: int, seconds: float) -> None:
