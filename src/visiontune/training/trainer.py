@@ -20,6 +20,7 @@ from tqdm import tqdm
 from visiontune.config.params import TrainParams
 from visiontune.data.batches import Batch, BatchSource
 from visiontune.models.scoring import EvalResult, evaluate_batches
+from visiontune.training.distributed import SINGLE, Group
 from visiontune.training.optimization import Optimization
 from visiontune.training.precision import Precision
 
@@ -37,6 +38,12 @@ class Trainer:
     ``train.freeze_epochs`` epochs. ``precision`` (``train.precision``) wraps forward,
     loss, backward and optimizer step. ``cfg`` gives the batch size, label smoothing and
     freeze epochs.
+
+    In a ``group`` of several processes ``network`` is the model in DistributedDataParallel,
+    each step's loss is weighted by the process's share of the global batch (so that the
+    averaged gradient is the global batch's mean, shares equal or not), an epoch's
+    metrics and a validation are those of every process together, and ``scorer`` (the
+    model itself, compiled or not) scores each process's share of the val split.
     """
 
     phase: Callable[[str], AbstractContextManager] = nullcontext
@@ -48,8 +55,13 @@ class Trainer:
         optimization: Optimization,
         precision: Precision,
         cfg: TrainParams,
+        *,
+        scorer: torch.nn.Module | None = None,
+        group: Group = SINGLE,
     ) -> None:
         self.model, self.network, self.precision, self.cfg = model, network, precision, cfg
+        self.scorer = network if scorer is None else scorer
+        self.group = group
         self.optimizer, self.scheduler = optimization.optimizer, optimization.scheduler
         self.backbone, self.total_steps = optimization.backbone, optimization.total_steps
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -78,12 +90,20 @@ class Trainer:
             loss = F.cross_entropy(logits, batch.labels, label_smoothing=self.cfg.label_smoothing)
         with phase("backward"):
             self.optimizer.zero_grad(set_to_none=True)
-            self.precision.backward(loss)
+            self.precision.backward(self._weighted(loss, batch))
         with phase("optimizer step"):
             self.precision.step(self.optimizer)
             if self.scheduler is not None:
                 self.scheduler.step()
         return logits.detach(), loss.detach()
+
+    def _weighted(self, loss: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """A process's mean ``loss`` weighted by its share of the global batch, times the
+        processes: DistributedDataParallel's average of the gradients is then the gradient
+        of the global batch's mean loss."""
+        if self.group.world == 1:
+            return loss
+        return loss * (len(batch) * self.group.world / batch.total)
 
     def epoch(self, source: BatchSource, desc: str) -> tuple[float, float]:
         """One pass over ``source``'s shuffled, augmented batches; mean loss and accuracy."""
@@ -97,15 +117,29 @@ class Trainer:
         seen = 0
         batches = self.made(source.batches(self.cfg.batch_size, self.generator))
         total = source.batch_count(self.cfg.batch_size)
-        for batch in tqdm(batches, total=total, desc=desc, leave=False, disable=None, unit="batch"):
+        quiet = None if self.group.writes else True  # None: a bar on a terminal only
+        for batch in tqdm(
+            batches, total=total, desc=desc, leave=False, disable=quiet, unit="batch"
+        ):
             logits, loss = self.step(batch)
             loss_sum += loss * len(batch)
             correct += (logits.argmax(1) == batch.labels).sum()
             seen += len(batch)
-        return loss_sum.item() / seen, correct.item() / seen
+        if self.group.world == 1:
+            return loss_sum.item() / seen, correct.item() / seen
+        sums = torch.stack(
+            [
+                loss_sum.double(),
+                correct.double(),
+                torch.tensor(float(seen), dtype=torch.float64, device=device),
+            ]
+        )
+        loss_total, correct_total, seen_total = self.group.sum(sums).tolist()
+        return loss_total / seen_total, correct_total / seen_total
 
     def evaluate(self, source: BatchSource) -> EvalResult:
         """:func:`evaluate_batches` of ``source`` (in order, unaugmented) as training computes:
-        the same network, under the same autocast."""
+        the same network, under the same autocast; in a group, of every process's share."""
+        gather = self.group.gather if self.group.world > 1 else None
         with self.precision.autocast():
-            return evaluate_batches(self.network, source.batches(2 * self.cfg.batch_size))
+            return evaluate_batches(self.scorer, source.batches(2 * self.cfg.batch_size), gather)

@@ -1,0 +1,91 @@
+"""Batch norm over the global batch of every process (``train.sync_bn``).
+
+On CUDA this is torch's ``nn.SyncBatchNorm``. torch has none for the CPU (its
+``SyncBatchNorm`` refuses CPU tensors), so on the CPU each batch norm layer becomes a
+:class:`CpuSyncBatchNorm`: the global batch's statistics in two passes as batch norm
+computes them (mean, then the mean squared deviation; sums in float64 as torch's
+CPU kernel accumulates them), each summed over the processes by
+an all-reduce whose backward all-reduces the gradients (as ``SyncBatchNorm``'s does).
+Both keep batch norm's parameters and buffers under the same names, so the checkpoint
+loads into the plain network.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class CpuSyncBatchNorm(nn.BatchNorm2d):
+    """``BatchNorm2d`` whose training statistics are those of every process's batch."""
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(inputs)
+        dims, x = (0, 2, 3), inputs.double()  # sums in float64, as torch's CPU batch norm
+        count = _summed(torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float64))
+        mean = _summed(x.sum(dims)) / count
+        centred = x - mean.view(1, -1, 1, 1)
+        var = _summed(centred.square().sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum, tracked = self.momentum, self.num_batches_tracked.item()
+                factor = 1.0 / tracked if momentum is None else momentum
+                unbiased = var * count / (count - 1).clamp_min(1)
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), factor)
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        scale = torch.rsqrt(var + self.eps)
+        if self.affine:
+            scale = scale * self.weight.double()
+        out = centred * scale.view(1, -1, 1, 1)
+        if self.affine:
+            out = out + self.bias.double().view(1, -1, 1, 1)
+        return out.to(inputs.dtype)
+
+
+def _summed(values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over every process, differentiably."""
+    return _SumOverProcesses.apply(values)
+
+
+class _SumOverProcesses(torch.autograd.Function):
+    """All-reduce (sum) forward; all-reduce of the gradients backward."""
+
+    @staticmethod
+    def forward(ctx: Any, values: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = values.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def synchronised(model: nn.Module, device: torch.device) -> nn.Module:
+    """``model`` with every 2-d batch norm layer synchronised across processes."""
+    if device.type != "cpu":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, child in model.named_children():
+        if type(child) is nn.BatchNorm2d:
+            sync = CpuSyncBatchNorm(
+                child.num_features,
+                child.eps,
+                child.momentum,
+                child.affine,
+                child.track_running_stats,
+            )
+            sync.load_state_dict(child.state_dict())
+            setattr(model, name, sync.to(child.weight.device if child.affine else device))
+        else:
+            synchronised(child, device)
+    return model
