@@ -1,0 +1,259 @@
+"""train.nproc: the train stage as several real processes through torchrun (gloo on the
+CPU, on 127.0.0.1), against the same stage in one process, in workspaces of their own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from visiontune.config.errors import USER_ERROR_EXIT
+from visiontune.config.params import ParamsError, parse_params
+from visiontune.config.processes import ENDPOINT_ENV, LAUNCHER_ENV, NNODES_ENV, RUN_ID_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGE = ROOT / "stages" / "train.py"
+MISBEHAVING = ROOT / "tests" / "helpers" / "train_processes.py"
+# Small and fp32; flips, crops and label smoothing on, so that a process's share of a batch
+# is augmented and weighted as the single process does it; no dropout (drawn per process).
+TRAIN = {"epochs": 3, "batch_size": 32, "flip": True, "crop": 1, "label_smoothing": 0.1}
+MODEL = {"width": 8, "blocks": 2, "dropout": 0.0, "batchnorm": False}
+TIMEOUT = 300
+
+
+def workspace(root: Path, prepared: Path, nproc: int, **model: object) -> Path:
+    """A folder to run the train stage in: params.yaml and data/prepared."""
+    root.mkdir(parents=True)
+    params = {"model": {**MODEL, **model}, "train": {**TRAIN, "nproc": nproc}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "data").mkdir()
+    (root / "data" / "prepared").symlink_to(prepared)
+    return root
+
+
+def run(folder: Path, script: Path = STAGE, **env: str) -> subprocess.CompletedProcess:
+    environment = {k: v for k, v in os.environ.items() if k != LAUNCHER_ENV}
+    return subprocess.run(
+        [sys.executable, str(script)],
+        cwd=folder,
+        env={**environment, **env},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+    )
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return torch.load(folder / "models" / "model.pt", weights_only=True)["state_dict"]
+
+
+def relative_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest ||a - b|| / ||a|| over the floating-point tensors."""
+    return max(
+        ((a[k].double() - b[k].double()).norm() / a[k].double().norm().clamp_min(1e-12)).item()
+        for k in a
+        if a[k].is_floating_point()
+    )
+
+
+def outputs(folder: Path) -> dict[str, object]:
+    """Every file the stage wrote, metrics.json's keys and the rows of each DVCLive series."""
+    files = sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and "data" not in p.parts
+    )
+    series = {
+        str(p.relative_to(folder)): len(p.read_text().splitlines())
+        for p in (folder / "plots").rglob("*.tsv")
+    }
+    summary = yaml.safe_load((folder / "metrics" / "train.json").read_text())
+    return {"files": files, "series": series, "keys": sorted(summary)}
+
+
+@pytest.fixture(scope="module")
+def pair(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The stage trained by one process and by two, on the same params."""
+    root = tmp_path_factory.mktemp("nproc")
+    one, two = workspace(root / "one", prepared, 1), workspace(root / "two", prepared, 2)
+    for folder in (one, two):
+        result = run(folder)
+        assert result.returncode == 0, result.stderr
+    return one, two
+
+
+def test_two_processes_train_the_weights_of_one(pair):
+    """Shards of every global batch, augmented with the global batch's draws and weighted by
+    their share, validated on disjoint shares: the weights and metrics of one process."""
+    one, two = pair
+    assert relative_difference(weights(one), weights(two)) <= 1e-5
+    a, b = (yaml.safe_load((f / "metrics" / "train.json").read_text()) for f in pair)
+    assert a["val"]["acc"] == b["val"]["acc"] and a["epochs"] == b["epochs"] == 3
+    assert a["val"]["loss"] == pytest.approx(b["val"]["loss"], rel=1e-5)
+    assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-5)
+
+
+def test_one_writer_leaves_the_outputs_of_one_process(pair):
+    one, two = pair
+    assert outputs(one) == outputs(two)
+    assert outputs(two)["series"]["plots/train/plots/metrics/val/acc.tsv"] == 1 + 3
+
+
+def test_two_nodes_on_loopback_train_the_weights_of_one_node(pair, prepared, tmp_path):
+    """Two launchers as two machines of one process each, meeting through torchrun's c10d
+    rendezvous on 127.0.0.1: the weights of train.nproc=2 on one machine."""
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    env = {NNODES_ENV: "2", ENDPOINT_ENV: f"127.0.0.1:{port}", RUN_ID_ENV: tmp_path.name}
+    nodes = [workspace(tmp_path / name, prepared, 2) for name in ("a", "b")]
+    launched = [
+        subprocess.Popen(
+            [sys.executable, str(STAGE)],
+            cwd=node,
+            env={**{k: v for k, v in os.environ.items() if k != LAUNCHER_ENV}, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for node in nodes
+    ]
+    try:
+        results = [process.communicate(timeout=TIMEOUT) for process in launched]
+    finally:
+        for process in launched:
+            process.kill()
+            process.wait()
+    assert [p.returncode for p in launched] == [0, 0], [err for _, err in results]
+    one_node = weights(pair[1])
+    for node in nodes:  # each machine's writer keeps the run's outputs
+        assert relative_difference(one_node, weights(node)) <= 1e-6
+
+
+def test_a_process_that_raises_stops_the_stage_naming_its_rank(prepared, tmp_path):
+    folder = workspace(tmp_path / "ws", prepared, 2)
+    start = time.monotonic()
+    result = run(folder, MISBEHAVING, TRAIN_SCENARIO="raise")
+    assert time.monotonic() - start < TIMEOUT
+    assert result.returncode == USER_ERROR_EXIT
+    assert "error: rank 1 of 2: RuntimeError: raised on purpose" in result.stderr.splitlines()
+    assert result.stderr.splitlines()[-1].startswith("error: train.nproc=2: rank 1 failed")
+    assert "Traceback" not in result.stderr
+    assert not (folder / "models").exists() and not (folder / "metrics").exists()
+    assert not _launched_by_anyone_of(folder)
+
+
+def test_a_killed_process_stops_the_stage_naming_its_rank(prepared, tmp_path):
+    folder = workspace(tmp_path / "ws", prepared, 2)
+    result = run(folder, MISBEHAVING, TRAIN_SCENARIO="kill")
+    assert result.returncode == USER_ERROR_EXIT
+    last = result.stderr.splitlines()[-1]
+    assert (
+        last == "error: train.nproc=2: rank 1 failed (killed by SIGKILL); every process was stopped"
+    )
+    assert not (folder / "models").exists()
+    assert not _launched_by_anyone_of(folder)
+
+
+def test_rank_0_decides_pruning_and_every_process_stops_there(prepared, tmp_path):
+    """Only rank 0 has the trial's callback: without its verdict broadcast rank 1 would
+    train on and wait forever for the others."""
+    folder = workspace(tmp_path / "ws", prepared, 2)
+    result = run(folder, MISBEHAVING, TRAIN_SCENARIO="prune")
+    assert result.returncode == 0, result.stderr
+    summary = yaml.safe_load((folder / "metrics" / "train.json").read_text())
+    assert summary["epochs"] == 2 and summary["pruned"]["reason"] == "told to"
+    assert result.stdout.count("pruned: told to") == 1  # printed by the writer alone
+
+
+def test_launched_processes_end_when_the_stage_is_killed(prepared, tmp_path):
+    folder = workspace(tmp_path / "ws", prepared, 2)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["train"]["epochs"] = 10_000
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != LAUNCHER_ENV}
+    stage = subprocess.Popen([sys.executable, str(STAGE)], cwd=folder, env=env)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while len(_launched_by(stage.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        launched = _launched_by(stage.pid)
+        assert len(launched) == 2
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+        deadline = time.monotonic() + 10
+        while _launched_by(stage.pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _launched_by(stage.pid) == []
+    finally:
+        stage.kill()
+        stage.wait()
+        for pid in _launched_by(stage.pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_params_errors_of_several_processes():
+    with pytest.raises(ParamsError, match=r"^train.batch_size must divide by train.nproc"):
+        parse_params({"train": {"nproc": 3, "batch_size": 128}})
+    with pytest.raises(ParamsError, match=r"^train.nproc=2 runs on the CPU or on CUDA"):
+        parse_params({"train": {"nproc": 2, "device": "mps"}})
+
+
+def test_a_missing_backend_is_a_params_error():
+    from visiontune.training.distributed import backend_for
+
+    with pytest.raises(ParamsError, match=r"^train.nproc > 1 needs gloo \(CPU\) or NCCL"):
+        backend_for(torch.device("meta"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_more_processes_than_gpus_is_a_params_error(prepared, tmp_path):
+    nproc = 2 * (torch.cuda.device_count() + 1)
+    folder = workspace(tmp_path / "ws", prepared, nproc)
+    result = run(folder)
+    assert result.returncode == USER_ERROR_EXIT
+    assert result.stderr.strip().splitlines() == [
+        f"error: train.nproc must be at most the {torch.cuda.device_count()} GPUs here (one a "
+        f"process) times the machines, got {nproc}"
+    ]
+
+
+def _launched_by(pid: int) -> list[int]:
+    """The live processes whose environment names ``pid`` as their launcher."""
+    found = []
+    marker = f"{LAUNCHER_ENV}={pid}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _launched_by_anyone_of(folder: Path) -> list[int]:
+    """Live processes launched by a stage whose working folder is ``folder``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(entry / "cwd")
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if cwd == str(folder) and LAUNCHER_ENV.encode() in environ:
+            found.append(int(entry.name))
+    return found
