@@ -22,17 +22,18 @@ from visiontune.config.processes import ENDPOINT_ENV, LAUNCHER_ENV, NNODES_ENV, 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE = ROOT / "stages" / "train.py"
 MISBEHAVING = ROOT / "tests" / "helpers" / "train_processes.py"
-# Small and fp32; flips, crops and label smoothing on, so that a process's share of a batch
-# is augmented and weighted as the single process does it; no dropout (drawn per process).
+# Small and fp32, with batch norm (synchronised); flips, crops and label smoothing on, so
+# that a process's share of a batch is augmented and weighted as the single process does
+# it; no dropout (its masks are drawn per process).
 TRAIN = {"epochs": 3, "batch_size": 32, "flip": True, "crop": 1, "label_smoothing": 0.1}
-MODEL = {"width": 8, "blocks": 2, "dropout": 0.0, "batchnorm": False}
+MODEL = {"width": 8, "blocks": 2, "dropout": 0.0}
 TIMEOUT = 300
 
 
-def workspace(root: Path, prepared: Path, nproc: int, **model: object) -> Path:
+def workspace(root: Path, prepared: Path, nproc: int, **train: object) -> Path:
     """A folder to run the train stage in: params.yaml and data/prepared."""
     root.mkdir(parents=True)
-    params = {"model": {**MODEL, **model}, "train": {**TRAIN, "nproc": nproc}}
+    params = {"model": MODEL, "train": {**TRAIN, "nproc": nproc, **train}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "data").mkdir()
     (root / "data" / "prepared").symlink_to(prepared)
@@ -92,13 +93,23 @@ def pair(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path
 
 def test_two_processes_train_the_weights_of_one(pair):
     """Shards of every global batch, augmented with the global batch's draws and weighted by
-    their share, validated on disjoint shares: the weights and metrics of one process."""
+    their share, batch norm over the global batch, validated on disjoint shares: the weights
+    and metrics of one process (2e-6 apart when measured)."""
     one, two = pair
     assert relative_difference(weights(one), weights(two)) <= 1e-5
     a, b = (yaml.safe_load((f / "metrics" / "train.json").read_text()) for f in pair)
     assert a["val"]["acc"] == b["val"]["acc"] and a["epochs"] == b["epochs"] == 3
     assert a["val"]["loss"] == pytest.approx(b["val"]["loss"], rel=1e-5)
     assert a["train"]["loss"] == pytest.approx(b["train"]["loss"], rel=1e-5)
+
+
+def test_unsynchronised_batch_norm_trains_other_weights(pair, prepared, tmp_path):
+    """The comparison above sees state that is not synchronised: each process normalising
+    its own share gives weights far from one process's."""
+    folder = workspace(tmp_path / "ws", prepared, 2, sync_bn=False)
+    result = run(folder)
+    assert result.returncode == 0, result.stderr
+    assert relative_difference(weights(pair[0]), weights(folder)) > 1e-3
 
 
 def test_one_writer_leaves_the_outputs_of_one_process(pair):
