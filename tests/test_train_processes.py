@@ -268,3 +268,21 @@ def _launched_by_anyone_of(folder: Path) -> list[int]:
         if cwd == str(folder) and LAUNCHER_ENV.encode() in environ:
             found.append(int(entry.name))
     return found
+
+
+@pytest.mark.slow
+def test_experiments_in_a_temp_folder_and_the_queue_run_several_processes(baseline_clone):
+    repo = baseline_clone
+    before = repo.read_outputs()
+    repo.dvc("exp", "run", "--temp", "-n", "temp-two", "-S", "train.nproc=2", "train")
+    queued = ("-S", "train.nproc=2", "-S", "train.epochs=3", "train")  # not run-cached
+    repo.dvc("exp", "run", "--queue", "-n", "queued-two", *queued)
+    repo.start_queue(jobs=1)
+    repo.wait_for_queue(timeout=600)
+    rows = repo.experiments()
+    assert {"temp-two", "queued-two"} <= set(rows), repo.dvc("queue", "status").stdout
+    for name, epochs in (("temp-two", 2), ("queued-two", 3)):
+        assert rows[name]["params"]["train"]["nproc"] == 2
+        summary = rows[name]["metrics"]["metrics/train.json"]["data"]
+        assert summary["epochs"] == epochs and summary["val"]["acc"] > 0.3
+    assert repo.read_outputs() == before
