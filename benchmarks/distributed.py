@@ -9,7 +9,8 @@ the same repeat; the median and range over the repeats are printed. On a GPU box
 ``--device cuda --nproc 1 2 4 8`` (one GPU a process) and a larger ``--source``.
 
 Usage: python benchmarks/distributed.py [--nproc 1 2] [--repeats 5] [--epochs 4]
-       [--source digits] [--batch-size 128] [--device auto] [--threads 1]
+       [--source mnist_subset] [--image-size 28] [--batch-size 128] [--device auto]
+       [--threads 1]
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--source", default="digits")
+    parser.add_argument("--source", default="mnist_subset")
+    parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=1, help="train.threads per process")
@@ -66,7 +68,7 @@ def main() -> None:
         "device": args.device,
         "threads": args.threads,
     }
-    params = {"data": {"source": args.source}, "train": train}
+    params = {"data": {"source": args.source, "image_size": args.image_size}, "train": train}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         download(args.source, folder / "raw")

@@ -2,10 +2,9 @@
 
 On CUDA this is torch's ``nn.SyncBatchNorm``. torch has none for the CPU (its
 ``SyncBatchNorm`` refuses CPU tensors), so on the CPU each batch norm layer becomes a
-:class:`CpuSyncBatchNorm`: the global batch's statistics in two passes as batch norm
-computes them (mean, then the mean squared deviation; sums in float64 as torch's
-CPU kernel accumulates them), each summed over the processes by
-an all-reduce whose backward all-reduces the gradients (as ``SyncBatchNorm``'s does).
+:class:`CpuSyncBatchNorm`: the global batch's count, sums and sums of squares (in float64,
+where the one pass loses nothing that matters), summed over the processes by one
+all-reduce whose backward all-reduces the gradients (as ``SyncBatchNorm``'s does).
 Both keep batch norm's parameters and buffers under the same names, so the checkpoint
 loads into the plain network.
 """
@@ -24,11 +23,14 @@ class CpuSyncBatchNorm(nn.BatchNorm2d):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return super().forward(inputs)
-        dims, x = (0, 2, 3), inputs.double()  # sums in float64, as torch's CPU batch norm
-        count = _summed(torch.tensor(float(x.numel() // x.shape[1]), dtype=torch.float64))
-        mean = _summed(x.sum(dims)) / count
+        dims, x = (0, 2, 3), inputs.double()  # float64: one pass loses nothing that matters
+        count = torch.full((1,), float(x.numel() // x.shape[1]), dtype=torch.float64)
+        sums, squares, count = _summed(torch.cat([x.sum(dims), x.square().sum(dims), count])).split(
+            [x.shape[1], x.shape[1], 1]
+        )
+        mean = sums / count
+        var = (squares / count - mean.square()).clamp_min(0)
         centred = x - mean.view(1, -1, 1, 1)
-        var = _summed(centred.square().sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
