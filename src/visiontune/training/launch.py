@@ -34,6 +34,7 @@ def run_processes(cfg: TrainParams, script: Path) -> None:
     """Run ``python script`` as this machine's share of ``train.nproc`` processes and wait
     for all of them; VisiontuneError (one line) when one fails or the params cannot run."""
     from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous import RendezvousError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -67,6 +68,10 @@ def run_processes(cfg: TrainParams, script: Path) -> None:
         )
         raise VisiontuneError(
             f"train.nproc={cfg.nproc}: rank {rank} failed ({why}); every process was stopped"
+        ) from None
+    except SignalException as exc:  # the stage stopped (Ctrl-C, dvc queue kill): so are they
+        raise VisiontuneError(
+            f"train.nproc={cfg.nproc}: stopped by {exc.sigval.name}; every process was stopped"
         ) from None
     except RendezvousError as exc:
         raise VisiontuneError(
