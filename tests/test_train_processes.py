@@ -315,3 +315,20 @@ def test_a_trial_reports_each_epoch_from_rank_0_only(prepared, tmp_path):
     reported = study.trials[0].intermediate_values
     series = (folder / "plots/train/plots/metrics/val/acc.tsv").read_text().splitlines()[1:]
     assert reported == {int(row.split()[0]): float(row.split()[1]) for row in series}
+
+
+def test_cpu_sync_batch_norm_keeps_the_checkpoint_keys_or_names_the_param():
+    from torch import nn
+
+    from visiontune.config.errors import VisiontuneError
+    from visiontune.training.sync_batchnorm import CpuSyncBatchNorm, synchronised
+
+    cpu = torch.device("cpu")
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm2d(4)))
+    state = {k: v.clone() for k, v in plain.state_dict().items()}
+    synced = synchronised(plain, cpu)
+    assert sum(isinstance(m, CpuSyncBatchNorm) for m in synced.modules()) == 2
+    assert all(torch.equal(state[k], v) for k, v in synced.state_dict().items())
+    assert synced.state_dict().keys() == state.keys()
+    with pytest.raises(VisiontuneError, match=r"^train.sync_bn=true, but .* BatchNorm1d layers"):
+        synchronised(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), cpu)

@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from visiontune.config.errors import VisiontuneError
+
 
 class CpuSyncBatchNorm(nn.BatchNorm2d):
     """``BatchNorm2d`` whose training statistics are those of every process's batch."""
@@ -74,20 +76,36 @@ class _SumOverProcesses(torch.autograd.Function):
 
 
 def synchronised(model: nn.Module, device: torch.device) -> nn.Module:
-    """``model`` with every 2-d batch norm layer synchronised across processes."""
+    """``model`` with its batch norm layers synchronised across processes: on CUDA by timm's
+    converter (torch's ``SyncBatchNorm``, keeping timm's norm-and-activation layers whole),
+    on the CPU plain 2-d layers as :class:`CpuSyncBatchNorm`. VisiontuneError naming
+    train.sync_bn when a layer cannot be (another kind of batch norm on the CPU)."""
     if device.type != "cpu":
-        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(model)
+    model = _cpu_synchronised(model)
+    left = {
+        type(m).__name__
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, CpuSyncBatchNorm)
+    }
+    if left:
+        raise VisiontuneError(
+            f"train.sync_bn=true, but this network's {', '.join(sorted(left))} layers cannot be "
+            "synchronised on the CPU: set train.sync_bn=false (or train on CUDA)"
+        )
+    return model
+
+
+def _cpu_synchronised(model: nn.Module) -> nn.Module:
+    """``model`` with every plain ``BatchNorm2d`` replaced by a :class:`CpuSyncBatchNorm`."""
+    if type(model) is nn.BatchNorm2d:
+        sync = CpuSyncBatchNorm(
+            model.num_features, model.eps, model.momentum, model.affine, model.track_running_stats
+        )
+        sync.load_state_dict(model.state_dict())
+        return sync.to(next(model.buffers(), torch.empty(0)).device)
     for name, child in model.named_children():
-        if type(child) is nn.BatchNorm2d:
-            sync = CpuSyncBatchNorm(
-                child.num_features,
-                child.eps,
-                child.momentum,
-                child.affine,
-                child.track_running_stats,
-            )
-            sync.load_state_dict(child.state_dict())
-            setattr(model, name, sync.to(child.weight.device if child.affine else device))
-        else:
-            synchronised(child, device)
+        setattr(model, name, _cpu_synchronised(child))
     return model
