@@ -191,14 +191,14 @@ def _train_steps(prepared: Path, size: int, steps: int) -> dict:
     import torch
 
     from visiontune.config.params import parse_params
-    from visiontune.training.trainer import TrainSplit
+    from visiontune.training.parts import Splits, build_trainer
 
     params = parse_params(
         {"data": {"image_size": size, "channels": 3}, "train": {"batch_size": 64}}
     )
-    split = TrainSplit.load(params, prepared)
-    trainer = split.new_trainer(params)
-    batches = split.source.full_batches(64, torch.Generator().manual_seed(0))
+    split = Splits.load(params, prepared)
+    trainer = build_trainer(params, split)
+    batches = split.train.full_batches(64, torch.Generator().manual_seed(0))
     ratios = []
     for step in range(steps + 2):  # the first two warm up
         start = time.perf_counter()
@@ -208,7 +208,7 @@ def _train_steps(prepared: Path, size: int, steps: int) -> dict:
         trainer.step(batch)
         if step >= 2:
             ratios.append((middle - start) / (time.perf_counter() - middle))
-    return {"streamed": split.source.streamed, "ratios": ratios}
+    return {"streamed": split.train.streamed, "ratios": ratios}
 
 
 if __name__ == "__main__":

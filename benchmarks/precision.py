@@ -36,7 +36,7 @@ from visiontune.config.params import Params, parse_params
 from visiontune.data.download import download
 from visiontune.data.preprocess import prepare
 from visiontune.training.fit import fit
-from visiontune.training.trainer import TrainSplit
+from visiontune.training.parts import Splits, build_trainer
 
 sys.path.insert(0, str(Path(__file__).parent))
 from data_scale import make_photos  # a sibling script
@@ -104,14 +104,14 @@ def _name(precision: str, compile_: bool) -> str:
 
 def _measure(case: str, params: Params, prepared: Path, alternatives: list, args) -> None:
     """Print the case's step-time ratios to float32 and each alternative's fit."""
-    split = TrainSplit.load(params, prepared)
-    size = min(params.train.batch_size, len(split.source))
-    made = split.source.full_batches(size, torch.Generator().manual_seed(0))
+    split = Splits.load(params, prepared)
+    size = min(params.train.batch_size, len(split.train))
+    made = split.train.full_batches(size, torch.Generator().manual_seed(0))
     batches = [next(made) for _ in range(args.steps)]
     trainers = {}
     for precision, compile_ in alternatives:
         # No lr schedule: it would end after the fit's steps, and the steps time the same.
-        trainer = split.new_trainer(_with(params, precision, compile_, schedule="none"))
+        trainer = build_trainer(_with(params, precision, compile_, schedule="none"), split)
         start = time.perf_counter()
         for batch in batches[:3]:  # warm-up: compilation, allocator, optimizer state
             trainer.step(batch)
@@ -136,7 +136,7 @@ def _measure(case: str, params: Params, prepared: Path, alternatives: list, args
     m, d, t = params.model, params.data, params.train
     print(
         f"\n{case}: {m.name} at {d.image_size} px x{d.channels}, batch {size}, "
-        f"{len(split.source)} train images; {args.repeats} rounds of {args.steps} steps; "
+        f"{len(split.train)} train images; {args.repeats} rounds of {args.steps} steps; "
         f"fits of {t.epochs} epochs"
     )
     print("| alternative | step ms (median) | step ÷ fp32 (range) | val/acc | val/loss | fit s |")

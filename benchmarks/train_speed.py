@@ -32,6 +32,8 @@ from visiontune.data.preprocess import prepare
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import configure
 from visiontune.models.scoring import evaluate_split
+from visiontune.training.optimization import Optimization
+from visiontune.training.precision import Precision
 from visiontune.training.trainer import Trainer
 
 CPU = torch.device("cpu")
@@ -56,8 +58,10 @@ def main() -> None:
         x_val, y_val = read_split(prepared, "val")
         folder = _write_png_folder(x, y, meta.classes, Path(tmp, "png"))
         model_input = meta.model_input(CPU)
-        trainer = Trainer(meta.build_model(load_pretrained=True), params, x.shape[0], CPU)
         cfg = params.train
+        model = meta.build_model(load_pretrained=True)
+        optimization = Optimization.of(model, params.model, cfg, x.shape[0])
+        trainer = Trainer(model, model, optimization, Precision.of(cfg.precision, CPU), cfg)
         source = BatchSource(x, y, model_input, Augmentation.of(cfg))
         ready = _ready_batches(BatchSource(x, y, model_input), cfg.batch_size, cfg.seed)
 

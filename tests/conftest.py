@@ -22,6 +22,7 @@ LONGEST_FIRST = (
     "test_remote.py",  # 145
     "test_pipeline.py",  # 130
     "test_distributed.py",  # 110
+    "test_train_processes.py",  # 110
     "test_heatmap.py",  # 80
     "test_photo_pipeline.py",  # 60
     "test_pruning.py",  # 55

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from visiontune.data.augmentation import Augmentation, color_jitter, resized_crops
-from visiontune.data.batches import ModelInput
+from visiontune.data.model_input import ModelInput
 
 CPU = torch.device("cpu")
 

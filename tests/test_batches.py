@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from visiontune.data.augmentation import Augmentation
-from visiontune.data.batches import ModelInput, index_batches
+from visiontune.data.batches import BatchSource, Shard, index_batches
+from visiontune.data.model_input import ModelInput
 from visiontune.models.scoring import evaluate_split
 
 CPU = torch.device("cpu")
@@ -66,3 +67,29 @@ def test_evaluate_split_matches_a_plain_loop():
     assert abs(result.loss - torch.nn.functional.cross_entropy(logits, labels).item()) < 1e-5
     assert result.acc == (logits.argmax(1) == labels).sum().item() / 10
     assert model.training
+
+
+def test_shards_of_a_pass_are_the_single_process_pass_split_by_rank():
+    """Three processes read disjoint shares (4, 3, 3 images of a last batch of 10) of each
+    global batch, every image augmented (resized crops, flips, jitter) as one process would:
+    their batches joined are one process's, bit for bit; in evaluation, contiguous shares."""
+    images = torch.randint(0, 256, (40, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(40)
+    view = ModelInput.from_stats([0.5] * 3, [0.25] * 3, CPU, stored=8, size=6)
+    augmentation = Augmentation(flip=True, resized_crop=True, jitter=0.4)
+
+    def passes(shard: Shard, generator: torch.Generator | None) -> list:
+        source = BatchSource(images, labels, view, augmentation, shard)
+        return list(source.batches(15, generator))
+
+    single = passes(Shard(), torch.Generator().manual_seed(3))
+    shards = [passes(Shard(rank, 3), torch.Generator().manual_seed(3)) for rank in range(3)]
+    assert [[len(b) for b in shard] for shard in shards] == [[5, 5, 4], [5, 5, 3], [5, 5, 3]]
+    for step, whole in enumerate(single):
+        parts = [shard[step] for shard in shards]
+        assert torch.equal(torch.cat([p.labels for p in parts]), whole.labels)
+        assert torch.equal(torch.cat([p.inputs for p in parts]), whole.inputs)
+        assert {p.total for p in parts} == {len(whole)}
+    evaluated = [passes(Shard(rank, 3), None) for rank in range(3)]
+    order = [b.labels for shard in evaluated for b in shard]
+    assert torch.cat(order).tolist() == list(range(40))

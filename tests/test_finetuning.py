@@ -20,7 +20,7 @@ from visiontune.models.checkpoint import save_checkpoint
 from visiontune.models.onnx_model import OnnxModel, export_onnx
 from visiontune.models.scoring import load_trained
 from visiontune.training.fit import fit
-from visiontune.training.trainer import TrainSplit
+from visiontune.training.parts import Splits, build_trainer
 
 FLOAT_TOLERANCE = 1e-4
 
@@ -42,14 +42,14 @@ def _same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 def test_a_frozen_backbone_keeps_its_weights_while_the_head_learns(prepared: Path) -> None:
     params = _digits_params(train={"freeze_epochs": 1})
-    split = TrainSplit.load(params, prepared)
-    trainer = split.new_trainer(params)
+    split = Splits.load(params, prepared)
+    trainer = build_trainer(params, split)
     head = [p for p in trainer.model.parameters() if all(p is not b for b in trainer.backbone)]
     backbone, heads = _snapshot(trainer.backbone), _snapshot(head)
-    trainer.epoch(split.source, "frozen")
+    trainer.epoch(split.train, "frozen")
     assert _same(backbone, _snapshot(trainer.backbone))
     assert not _same(heads, _snapshot(head))
-    trainer.epoch(split.source, "thawed")
+    trainer.epoch(split.train, "thawed")
     assert not _same(backbone, _snapshot(trainer.backbone))
 
 
@@ -57,13 +57,13 @@ def test_the_backbone_learns_at_its_ratio_of_model_lr(prepared: Path) -> None:
     params = _digits_params(
         model={"lr": 0.02, "backbone_lr_ratio": 0.1}, train={"schedule": "none"}
     )
-    trainer = TrainSplit.load(params, prepared).new_trainer(params)
+    trainer = build_trainer(params, Splits.load(params, prepared))
     rates = [group["lr"] for group in trainer.optimizer.param_groups]
     assert rates == pytest.approx([0.002, 0.02])
     head = trainer.optimizer.param_groups[1]["params"]
     assert [p.shape for p in head] == [torch.Size([10, 16]), torch.Size([10])]  # the Linear
     onecycle = _digits_params(model={"lr": 0.02, "backbone_lr_ratio": 0.1})
-    trainer = TrainSplit.load(onecycle, prepared).new_trainer(onecycle)
+    trainer = build_trainer(onecycle, Splits.load(onecycle, prepared))
     peaks = [group["max_lr"] for group in trainer.optimizer.param_groups]
     assert peaks == pytest.approx([0.002, 0.02])
 
@@ -143,8 +143,8 @@ def test_a_fine_tuned_photo_model_serves_and_exports_what_evaluate_predicts(
 def test_training_and_evaluation_views_differ_only_by_chance(prepared: Path) -> None:
     """Without random crops or jitter a training batch is the evaluation view of its images."""
     params = _digits_params(model={"input_size": 12, "crop_pct": 0.75}, train={"crop": 0})
-    split = TrainSplit.load(params, prepared)
-    source = split.source
+    split = Splits.load(params, prepared)
+    source = split.train
     generator = torch.Generator().manual_seed(0)
     batch = next(source.batches(16, generator))
     order = torch.randperm(len(source), generator=torch.Generator().manual_seed(0))[:16]

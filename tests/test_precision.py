@@ -12,12 +12,12 @@ import torch.nn.functional as F
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params, parse_params
-from visiontune.data.batches import BatchSource, read_split
+from visiontune.data.batches import read_split
 from visiontune.models.checkpoint import save_checkpoint
 from visiontune.models.scoring import evaluate_batches, load_trained
 from visiontune.training.fit import fit
+from visiontune.training.parts import Splits, build_trainer
 from visiontune.training.precision import Precision
-from visiontune.training.trainer import TrainSplit
 
 
 def small(epochs: int = 3, **train: object) -> Params:
@@ -33,16 +33,16 @@ def test_float32_is_plain_float32_training(prepared):
     """train.precision 32 steps exactly as a bare float32 loop (no autocast, no scaler) on
     the same batches: the same weights bit for bit, and the same validation."""
     params = small(flip=True)
-    data = TrainSplit.load(params, prepared)
-    trainer = data.new_trainer(params)
+    data = Splits.load(params, prepared)
+    trainer = build_trainer(params, data)
     steps = 0
     for _ in range(2):
-        for batch in trainer.made(data.source.batches(32, trainer.generator)):
+        for batch in trainer.made(data.train.batches(32, trainer.generator)):
             trainer.step(batch)
             steps += 1
-    bare = data.new_trainer(params)  # freshly seeded: the same weights, generator, dropout
+    bare = build_trainer(params, data)  # freshly seeded: the same weights, generator, dropout
     for _ in range(2):
-        for batch in data.source.batches(32, bare.generator):
+        for batch in data.train.batches(32, bare.generator):
             loss = F.cross_entropy(bare.model(batch.inputs), batch.labels)
             bare.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -51,7 +51,7 @@ def test_float32_is_plain_float32_training(prepared):
     assert steps > 10 and trainer.network is trainer.model
     ours, theirs = trainer.model.state_dict(), bare.model.state_dict()
     assert all(torch.equal(ours[key], theirs[key]) for key in theirs)
-    val = BatchSource.of_split(prepared, "val", data.source.input, data.device)
+    val = data.val
     assert trainer.evaluate(val).predictions.equal(
         evaluate_batches(bare.model, val.batches(64)).predictions
     )

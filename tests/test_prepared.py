@@ -24,9 +24,10 @@ from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import DataParams
 from visiontune.data import preprocess
 from visiontune.data.augmentation import Augmentation
-from visiontune.data.batches import BatchSource, ModelInput
+from visiontune.data.batches import BatchSource
 from visiontune.data.decoding import image_to_array
 from visiontune.data.download import download
+from visiontune.data.model_input import ModelInput
 from visiontune.data.prepared import SPLITS, load_meta, open_split, split_files, writing
 
 

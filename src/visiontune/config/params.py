@@ -136,6 +136,16 @@ class TrainParams:
     color_jitter: float = spec(0.0, ge=0, lt=1, doc="brightness, contrast, saturation strength")
     precision: str = spec("32", choices=PRECISIONS, doc="32, bf16 or 16 (autocast; 16 on CUDA)")
     compile: bool = spec(False, doc="torch.compile the network")
+    nproc: int = spec(
+        1,
+        ge=1,
+        le=4096,
+        doc="processes training together through torchrun (gloo on the CPU, NCCL on CUDA, "
+        "one GPU a process), on this machine or over several; 1 = this process alone",
+    )
+    sync_bn: bool = spec(
+        True, doc="with train.nproc > 1: batch norm statistics of the global batch"
+    )
 
 
 # Params that are a [min, max] range, and the largest max each takes (None: no bound).
@@ -330,6 +340,16 @@ def _check_model(model: ModelParams) -> None:
 def _check_train(train: TrainParams) -> None:
     if train.resized_crop and train.crop:
         raise ParamsError("train.resized_crop replaces train.crop's padded crops; set train.crop=0")
+    if train.batch_size % train.nproc:
+        raise ParamsError(
+            f"train.batch_size must divide by train.nproc ({train.nproc} processes share each "
+            f"batch equally), got {train.batch_size}"
+        )
+    if train.nproc > 1 and (train.device == "mps" or train.device.startswith("cuda:")):
+        raise ParamsError(
+            f"train.nproc={train.nproc} runs on the CPU or on CUDA (one GPU a process: "
+            f"train.device auto, cpu or cuda), got train.device={train.device}"
+        )
     if train.precision == "16" and train.device in ("cpu", "mps"):
         raise ParamsError(
             f"train.precision=16 needs a CUDA device (train.device is {train.device}); use bf16"

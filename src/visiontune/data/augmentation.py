@@ -6,6 +6,10 @@ random-resized crops to the network's input side (photos, as torchvision's
 ``RandomResizedCrop``: an area share and a width/height ratio drawn per image, bilinear),
 then colour jitter (brightness, contrast and saturation, as torchvision's ``ColorJitter``
 without hue). Images stay uint8 unless a resized crop or jitter makes them float (0..255).
+
+A process that holds a share of a global batch (``train.nproc`` > 1) draws the random
+values of the whole batch and keeps its :class:`Rows`: an image is augmented alike
+whichever process reads it, and as a single process would.
 """
 
 from __future__ import annotations
@@ -21,6 +25,24 @@ from visiontune.config.params import TrainParams
 
 # Luma weights of R, G, B (ITU-R 601, as torchvision's rgb_to_grayscale).
 LUMA = (0.299, 0.587, 0.114)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows ``start:stop`` of a batch of ``total`` images: the images at hand."""
+
+    start: int
+    stop: int
+    total: int
+
+    @classmethod
+    def of(cls, images: torch.Tensor, rows: Rows | None) -> Rows:
+        """``rows``, or all of ``images``."""
+        return rows or cls(0, images.shape[0], images.shape[0])
+
+    def kept(self, drawn: torch.Tensor) -> torch.Tensor:
+        """The values drawn for the whole batch that belong to these rows."""
+        return drawn[self.start : self.stop]
 
 
 @dataclass(frozen=True)
@@ -52,35 +74,43 @@ class Augmentation:
         view: Callable[[torch.Tensor], torch.Tensor],
         size: int,
         generator: torch.Generator,
+        rows: Rows | None = None,
     ) -> torch.Tensor:
         """A batch of stored images (N, C, S, S) as training sees it, ``size`` pixels square:
         a random-resized crop of each, or ``view`` (the evaluation view) then padded crops;
-        flips and jitter as configured."""
+        flips and jitter as configured. ``rows``: which rows of a larger batch they are."""
         if self.resized_crop:
-            images = resized_crops(images, size, self.scale, self.ratio, self.flip, generator)
+            images = resized_crops(images, size, self.scale, self.ratio, self.flip, generator, rows)
         else:
             images = view(images)
             if self.flip:
-                images = flips(images, generator)
+                images = flips(images, generator, rows)
             if self.crop:
-                images = padded_crops(images, self.crop, generator)
+                images = padded_crops(images, self.crop, generator, rows)
         if self.jitter:
-            images = color_jitter(images, self.jitter, generator)
+            images = color_jitter(images, self.jitter, generator, rows)
         return images
 
 
-def flips(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+def flips(
+    images: torch.Tensor, generator: torch.Generator, rows: Rows | None = None
+) -> torch.Tensor:
     """Each image mirrored left-right with probability 1/2."""
-    mask = torch.rand(images.shape[0], generator=generator) < 0.5
+    rows = Rows.of(images, rows)
+    mask = rows.kept(torch.rand(rows.total, generator=generator)) < 0.5
     return torch.where(mask.to(images.device).view(-1, 1, 1, 1), images.flip(3), images)
 
 
-def padded_crops(images: torch.Tensor, pad: int, generator: torch.Generator) -> torch.Tensor:
+def padded_crops(
+    images: torch.Tensor, pad: int, generator: torch.Generator, rows: Rows | None = None
+) -> torch.Tensor:
     """Each image zero-padded by ``pad`` pixels and cropped back at a random offset."""
     n, _, h, w = images.shape
+    rows = Rows.of(images, rows)
     padded = F.pad(images, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(images.device)
-    dx = torch.randint(0, 2 * pad + 1, (n, 1), generator=generator).to(images.device)
+    dy = rows.kept(torch.randint(0, 2 * pad + 1, (rows.total, 1), generator=generator))
+    dx = rows.kept(torch.randint(0, 2 * pad + 1, (rows.total, 1), generator=generator))
+    dy, dx = dy.to(images.device), dx.to(images.device)
     rows = (dy + torch.arange(h, device=images.device)).view(n, 1, h, 1)
     cols = (dx + torch.arange(w, device=images.device)).view(n, 1, 1, w)
     batch = torch.arange(n, device=images.device).view(n, 1, 1, 1)
@@ -95,13 +125,15 @@ def resized_crops(
     ratio: tuple[float, float],
     flip: bool,
     generator: torch.Generator,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
     """A random crop of each image, resized to ``size`` square (float, 0..255): its area a
     share in ``scale`` of the image's, its width/height in ``ratio`` (log-uniform), at a
     uniform place, mirrored with probability 1/2 when ``flip``. A crop drawn wider or taller
     than the image is clipped to it (torchvision redraws up to 10 times, then falls back to
     the centre). One affine sampling grid for the whole batch."""
-    n = images.shape[0]
+    rows = Rows.of(images, rows)
+    n = rows.total
     area = torch.empty(n).uniform_(*scale, generator=generator)
     aspect = torch.empty(n).uniform_(*map(math.log, ratio), generator=generator).exp()
     width = (area * aspect).sqrt().clamp(max=1.0)  # shares of the image side
@@ -116,17 +148,22 @@ def resized_crops(
     theta[:, 0, 2] = 2 * left + width - 1
     theta[:, 1, 1] = height
     theta[:, 1, 2] = 2 * top + height - 1
+    theta = rows.kept(theta)
     grid = F.affine_grid(
-        theta.to(images.device), [n, images.shape[1], size, size], align_corners=False
+        theta.to(images.device), [theta.shape[0], images.shape[1], size, size], align_corners=False
     )
     return F.grid_sample(images.float(), grid, mode="bilinear", align_corners=False)
 
 
-def color_jitter(images: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+def color_jitter(
+    images: torch.Tensor, strength: float, generator: torch.Generator, rows: Rows | None = None
+) -> torch.Tensor:
     """Brightness, contrast and saturation (RGB only) of each image scaled by factors drawn
     in [1 - strength, 1 + strength], in that order, clipped to 0..255 after each (float)."""
     n, channels = images.shape[:2]
-    factors = 1 + (2 * torch.rand(n, 3, generator=generator) - 1) * strength
+    rows = Rows.of(images, rows)
+    drawn = rows.kept(torch.rand(rows.total, 3, generator=generator))
+    factors = 1 + (2 * drawn - 1) * strength
     brightness, contrast, saturation = factors.to(images.device).view(n, 3, 1, 1, 1).unbind(1)
     images = (images.float() * brightness).clamp(0, 255)
     mean = _gray(images).mean(dim=(1, 2, 3), keepdim=True)

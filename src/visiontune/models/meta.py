@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from visiontune.data.batches import ModelInput
+    from visiontune.data.model_input import ModelInput
     from visiontune.data.prepared import PreparedMeta
 
 
@@ -75,7 +75,7 @@ class ModelMeta:
     def model_input(self, device: torch.device) -> ModelInput:
         """How this model's stored images become its input on ``device``: the centre
         ``model.crop_pct`` of each side resized to :attr:`input_size`, standardised."""
-        from visiontune.data.batches import ModelInput
+        from visiontune.data.model_input import ModelInput
 
         return ModelInput.from_stats(
             self.mean,

@@ -1,7 +1,7 @@
 """ONNX export, int8 quantization and onnxruntime inference of a visiontune checkpoint.
 
 The ONNX graph takes the raw uint8 batch (N, C, S, S) as stored, N dynamic, gives it the
-evaluation view and standardises it exactly as ``batches.ModelInput`` does, and outputs
+evaluation view and standardises it exactly as ``model_input.ModelInput`` does, and outputs
 logits (N, K);
 ``OnnxModel.probabilities`` applies the softmax in float32 (so int8 quantization never
 rounds probabilities). The checkpoint's :class:`ModelMeta`, with how it was exported
@@ -122,7 +122,7 @@ def with_normalisation(trained: TrainedModel) -> torch.nn.Module:
     the CPU)."""
     import torch
 
-    from visiontune.data.batches import ModelInput
+    from visiontune.data.model_input import ModelInput
 
     view = trained.input
 

@@ -4,7 +4,7 @@ robustness stages, drift checks, the server's predictor and the ONNX export get 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from visiontune.data.batches import Batch, BatchSource, ModelInput
+from visiontune.data.batches import Batch, BatchSource
+from visiontune.data.model_input import ModelInput
 from visiontune.models.checkpoint import load_checkpoint
 from visiontune.models.meta import ModelMeta
 from visiontune.models.runtime import resolve_device, set_cpu
@@ -39,28 +40,46 @@ def evaluate_split(
 
 
 @torch.no_grad()
-def evaluate_batches(model: nn.Module, batches: Iterable[Batch]) -> EvalResult:
+def evaluate_batches(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> EvalResult:
     """Plain (unsmoothed) cross-entropy and accuracy of ``model`` on one pass of batches
-    (in the split's order: the predictions are in that order)."""
+    (in the split's order: the predictions are in that order).
+
+    ``gather`` joins a tensor of every process that scored a share of the split, in the
+    split's order: the result is then the whole split's, nothing counted twice.
+    """
     was_training = model.training
     model.eval()
-    loss_sum: torch.Tensor | None = None
-    predictions, labels = [], []
+    sums, predictions, labels = [], [], []
     for batch in batches:
-        if loss_sum is None:
-            loss_sum = torch.zeros((), device=batch.labels.device)
         logits = model(batch.inputs)
-        loss_sum += F.cross_entropy(logits.float(), batch.labels, reduction="sum")
+        sums.append(F.cross_entropy(logits.float(), batch.labels, reduction="sum"))
         predictions.append(logits.argmax(1))
         labels.append(batch.labels)
     model.train(was_training)
-    preds = torch.cat(predictions)
+    preds, truth = _joined(predictions, torch.long), _joined(labels, torch.long)
+    if gather is not None:
+        sums = list(gather(_joined(sums, torch.float32)))
+        preds, truth = gather(preds), gather(truth)
+    loss_sum = torch.zeros((), device=preds.device)
+    for value in sums:
+        loss_sum += value
     n = max(preds.shape[0], 1)
     return EvalResult(
         loss=loss_sum.item() / n,
-        acc=(preds == torch.cat(labels)).sum().item() / n,
+        acc=(preds == truth).sum().item() / n,
         predictions=preds.cpu(),
     )
+
+
+def _joined(tensors: list[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """``tensors`` (0-d or 1-d) end to end; empty (on the CPU) when there are none."""
+    if not tensors:
+        return torch.empty(0, dtype=dtype)
+    return torch.cat([tensor.view(-1) for tensor in tensors])
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import torch
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.pages import write_plotly_page
 from visiontune.config.params import Params
-from visiontune.training.trainer import Trainer, TrainSplit
+from visiontune.training.parts import Splits, build_trainer
+from visiontune.training.trainer import Trainer
 
 SMOOTHING = 0.98  # EMA factor of the smoothed loss (fastai's and Lightning's default)
 DIVERGED = 4.0  # the LR test stops once the smoothed loss exceeds this multiple of its best
@@ -72,7 +73,7 @@ def lr_find(
     if steps < 2:
         raise VisiontuneError(f"steps must be >= 2, got {steps}")
     _check_batch_size(params.train.batch_size, "train.batch_size")
-    data = TrainSplit.load(params, prepared_dir)
+    data = Splits.load(params, prepared_dir)
     trainer = _trainer(params, data)
     schedule = np.geomspace(min_lr, max_lr, steps).tolist()
     lrs, raw, smoothed = _range_test(trainer, data, schedule)
@@ -98,8 +99,8 @@ def batch_size_find(
         _check_batch_size(size, "--candidates")
     if steps < 1:
         raise VisiontuneError(f"steps must be >= 1, got {steps}")
-    data = TrainSplit.load(params, prepared_dir)
-    n = len(data.source)
+    data = Splits.load(params, prepared_dir)
+    n = len(data.train)
     results = []
     for size in sorted(set(candidates)):
         if size > n:
@@ -123,19 +124,19 @@ def _check_batch_size(size: int, name: str) -> None:
         raise VisiontuneError(f"{name} must be >= 2 to measure training, got {size}")
 
 
-def _trainer(params: Params, data: TrainSplit, batch_size: int | None = None) -> Trainer:
+def _trainer(params: Params, data: Splits, batch_size: int | None = None) -> Trainer:
     """A freshly seeded model and the train stage's optimizer for it, with no schedule."""
     cfg = params.train
     cfg = dataclasses.replace(cfg, schedule="none", batch_size=batch_size or cfg.batch_size)
-    return data.new_trainer(dataclasses.replace(params, train=cfg))
+    return build_trainer(dataclasses.replace(params, train=cfg), data)
 
 
 def _range_test(
-    trainer: Trainer, data: TrainSplit, schedule: list[float]
+    trainer: Trainer, data: Splits, schedule: list[float]
 ) -> tuple[list[float], list[float], list[float]]:
     """Train one batch per lr of ``schedule``; the lrs reached, raw and smoothed losses."""
-    batch_size = min(trainer.cfg.batch_size, len(data.source))
-    batches = data.source.full_batches(batch_size, trainer.generator)
+    batch_size = min(trainer.cfg.batch_size, len(data.train))
+    batches = data.train.full_batches(batch_size, trainer.generator)
     lrs, raw, smoothed = [], [], []
     average, best = 0.0, math.inf
     for step, lr in enumerate(schedule):
@@ -170,10 +171,10 @@ def _steepest(lrs: list[float], losses: list[float]) -> float:
     return lrs[start + int(np.argmin(slope))]
 
 
-def _throughput(params: Params, data: TrainSplit, batch_size: int, steps: int) -> float:
+def _throughput(params: Params, data: Splits, batch_size: int, steps: int) -> float:
     """Images per second over ``steps`` training steps, after one untimed warm-up step."""
     trainer = _trainer(params, data, batch_size)
-    batches = data.source.full_batches(batch_size, trainer.generator)
+    batches = data.train.full_batches(batch_size, trainer.generator)
     trainer.step(next(batches))
     _synchronize(data.device)
     start = time.perf_counter()

@@ -18,7 +18,8 @@ import torch
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import Params
-from visiontune.training.trainer import PHASES, TrainSplit
+from visiontune.training.parts import Splits, build_trainer
+from visiontune.training.trainer import PHASES
 
 WARMUP = 2  # steps run before recording: lazy initialisation, optimizer state, allocator
 STEP = "ProfilerStep*"  # torch.profiler's label of a whole step, averaged over steps
@@ -64,8 +65,8 @@ def profile_training(
     from torch.profiler import ProfilerActivity, profile, record_function, schedule
 
     os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # no profiler start/stop lines on stderr
-    data = TrainSplit.load(params, prepared_dir)
-    trainer = data.new_trainer(params)
+    data = Splits.load(params, prepared_dir)
+    trainer = build_trainer(params, data)
     most = trainer.total_steps - WARMUP
     if not 1 <= steps <= most:
         raise VisiontuneError(
@@ -73,8 +74,8 @@ def profile_training(
             f"{trainer.total_steps} steps, {WARMUP} of them spent on warm-up), got {steps}"
         )
     trainer.phase = record_function
-    batch_size = min(params.train.batch_size, len(data.source))
-    batches = trainer.made(data.source.full_batches(batch_size, trainer.generator))
+    batch_size = min(params.train.batch_size, len(data.train))
+    batches = trainer.made(data.train.full_batches(batch_size, trainer.generator))
     activities = [ProfilerActivity.CPU]
     if data.device.type == "cuda":
         activities.append(ProfilerActivity.CUDA)
