@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -16,13 +17,14 @@ from helpers.servers import wait_for
 from helpers.studies import in_process_study
 from optuna.trial import TrialState
 
-from visiontune.config.params import Params
+from visiontune.config.params import Params, with_overrides
 from visiontune.config.tune_settings import parse_settings
 from visiontune.experiments.listing import experiment_file
 from visiontune.tuning.accounting import LOG, REASON, TAIL, counted
 from visiontune.tuning.options import TuneOptions
 from visiontune.tuning.space import suggest
 from visiontune.tuning.study import open_study
+from visiontune.tuning.trials import Runner
 
 
 @pytest.fixture
@@ -99,6 +101,19 @@ def test_in_process_study_trains_and_evaluates_each_trial(prepared, tmp_path, ca
         "fail": 0,
     }
     assert "dvc exp apply" not in capsys.readouterr().out  # nothing to apply
+
+
+@pytest.mark.parametrize(("threads", "nproc", "expected"), [(0, 1, 4), (0, 2, 2), (3, 2, None)])
+def test_each_trial_process_gets_its_share_of_the_cores(
+    tmp_path, monkeypatch, threads, nproc, expected
+):
+    """train.threads 0: --jobs 2 trials of train.nproc processes each share 8 cores."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)  # the machine: 8 cores
+    params = with_overrides(Params(), {"train.threads": threads})
+    options = TuneOptions(trials=1, jobs=2, fixed={"train.nproc": nproc})
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    runner = Runner(params, options, tmp_path, storage, optuna.create_study(storage=storage))
+    assert runner.fixed.get("train.threads") == expected
 
 
 def test_unreachable_storage_is_one_clear_line(tmp_path):

@@ -55,8 +55,10 @@ class Runner:
         self.options = options
         self.repo = repo
         self.metric = options.settings.metric
-        # train.threads 0 (every core): each trial gets its share, recorded in its params.
-        threads = max(1, (os.cpu_count() or 1) // options.jobs)
+        # train.threads 0 (every core): each trial's process gets its share of the cores
+        # (--jobs trials of train.nproc processes each), recorded in its params.
+        nproc = with_overrides(params, options.fixed).train.nproc
+        threads = max(1, (os.cpu_count() or 1) // (options.jobs * nproc))
         auto = {"train.threads": threads} if params.train.threads == 0 else {}
         self.fixed = {**auto, **options.fixed}
         self.pruner = trial_pruner(params, options)  # as the study's own (in-process)
