@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import http.server
 import threading
@@ -140,12 +141,29 @@ def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 
 @pytest.fixture(scope="session")
-def baseline(tmp_path_factory: pytest.TempPathFactory):
+def baseline(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
     """The project shrunk for tests (TUNE), its pipeline run up to evaluate and committed:
-    where most end-to-end tests start. They work in clones of it (``baseline_clone``)."""
+    where most end-to-end tests start. They work in clones of it (``baseline_clone``), so
+    pytest-xdist's workers share one: the first to need it builds it, under a lock."""
     from helpers.dvc_repo import TUNE, DvcRepo
 
-    repo = DvcRepo.copy_of_project(tmp_path_factory.mktemp("baseline") / "repo", TUNE)
+    if worker_id == "master":  # no xdist: this session's own
+        return _build_baseline(tmp_path_factory.mktemp("baseline") / "repo", TUNE)
+    shared = tmp_path_factory.getbasetemp().parent  # this test run's, common to its workers
+    path = shared / "baseline" / "repo"
+    with (shared / "baseline.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (shared / "baseline" / "built").exists():
+            return DvcRepo(path)
+        repo = _build_baseline(path, TUNE)
+        (shared / "baseline" / "built").touch()
+        return repo
+
+
+def _build_baseline(path: Path, overrides: dict):
+    from helpers.dvc_repo import DvcRepo
+
+    repo = DvcRepo.copy_of_project(path, overrides)
     repo.dvc("repro", "evaluate")
     repo.commit("baseline")
     return repo
