@@ -142,7 +142,7 @@ def test_a_failed_write_leaves_the_old_dataset_and_no_partial_one(
     copy = Path(shutil.copytree(prepared, tmp_path / "prepared"))
     before = _files(copy)
     with pytest.raises(RuntimeError), writing(copy) as out:
-        out.split("train", 4, (1, 8, 8)).append(np.zeros((2, 1, 8, 8), np.uint8))
+        out.split("train", 4, (1, 8, 8)).rows.write(0, np.zeros((2, 1, 8, 8), np.uint8))
         raise RuntimeError("disk full")
     assert _files(copy) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["prepared"]
@@ -157,11 +157,11 @@ def test_a_killed_preprocess_leaves_nothing_a_stage_would_read(
         "import sys, time\n"
         "from visiontune.config.params import DataParams\n"
         "from visiontune.data import decoding, preprocess\n"
-        "decode = decoding.decode_chunk\n"
-        "def slow(*args):\n"
+        "decode = decoding.decode_rows\n"
+        "def slow(*args, **kwargs):\n"
         "    time.sleep(0.2)\n"
-        "    return decode(*args)\n"
-        "preprocess.decode_chunk = slow\n"
+        "    return decode(*args, **kwargs)\n"
+        "preprocess.decode_rows = slow\n"
         "if __name__ == '__main__':\n"
         "    preprocess.prepare(sys.argv[1], sys.argv[2], DataParams(channels=3, image_size=24))\n"
     )
