@@ -16,7 +16,7 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from visiontune.config.errors import VisiontuneError, reason
-from visiontune.data.input_stats import moments, size_bucket
+from visiontune.data.input_stats import pixel_sums, size_bucket
 from visiontune.data.prepared import SplitRows
 
 MAX_LISTED = 10  # unreadable images named in the error; the rest are counted
@@ -78,11 +78,10 @@ class ChunkJob:
 
 @dataclass(frozen=True)
 class ChunkStats:
-    """A chunk's share of its split's statistics: per-channel pixel histograms (C, 256),
-    each readable image's :func:`moments`, source size bucket and mode, in order."""
+    """A chunk's share of its split's statistics: each readable image's
+    :func:`pixel_sums`, source size bucket and mode, in order."""
 
-    histograms: np.ndarray
-    moments: np.ndarray
+    sums: np.ndarray
     sizes: list[str]
     modes: list[str]
 
@@ -119,11 +118,7 @@ def decode_rows(job: ChunkJob, channels: int, size: int, max_pixels: int | None)
     job.rows.write(job.first, stacked)
     if not job.reference:
         return DecodedRows(len(stacked), unreadable, None)
-    histograms = np.stack(
-        [np.bincount(stacked[:, channel].ravel(), minlength=256) for channel in range(channels)]
-    )
-    stats = ChunkStats(histograms.astype(np.int64), moments(stacked), sizes, modes)
-    return DecodedRows(len(stacked), unreadable, stats)
+    return DecodedRows(len(stacked), unreadable, ChunkStats(pixel_sums(stacked), sizes, modes))
 
 
 def unreadable_error(unreadable: list[tuple[str, str]], hint: str) -> VisiontuneError:

@@ -38,7 +38,7 @@ from visiontune.data.decoding import (
     unreadable_error,
 )
 from visiontune.data.folders import files
-from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats
+from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats, moments_of
 from visiontune.data.prepared import SPLITS, PreparedMeta, SplitWriter, writing
 
 MIN_CLASSES = 2  # a classifier needs something to tell apart
@@ -68,7 +68,7 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     dealt = _deal(classes, _shuffled_subsets(members, data), data)
     shape = (data.channels, data.image_size, data.image_size)
     unreadable: list[tuple[str, str]] = []
-    reference = _SplitStats(data.channels)
+    reference = _SplitStats(data.channels, data.image_size)
     files_to_decode = 0 if source["format"] == "arrays" else sum(len(r) for r, _ in dealt.values())
     size = chunk_size(data.channels, data.image_size)
     with writing(out_dir) as out, _decoding(data, files_to_decode, size) as decode:
@@ -263,27 +263,29 @@ def _decoding(data: DataParams, images: int, size: int) -> Iterator[Decode]:
 
 class _SplitStats:
     """The reference split's statistics, merged chunk by chunk in order: exact per-channel
-    pixel histograms (for mean/std) and each image's moments, size bucket and mode."""
+    pixel sums (for mean/std) and each image's moments, size bucket and mode."""
 
-    def __init__(self, channels: int) -> None:
-        self.histograms = np.zeros((channels, 256), dtype=np.int64)
+    def __init__(self, channels: int, size: int) -> None:
+        self.pixels = size * size  # an image's, a channel
+        self.first, self.second = [0] * channels, [0] * channels
         self.moments: list[np.ndarray] = []
         self.sizes: list[str] = []
         self.modes: list[str] = []
 
     def add(self, chunk: ChunkStats) -> None:
-        self.histograms += chunk.histograms
-        self.moments.append(chunk.moments)
+        channel_sums = chunk.sums.sum(axis=0, dtype=np.uint64).tolist()
+        for channel, (first, second) in enumerate(channel_sums):
+            self.first[channel] += first
+            self.second[channel] += second
+        self.moments.append(moments_of(chunk.sums, self.pixels))
         self.sizes.extend(chunk.sizes)
         self.modes.extend(chunk.modes)
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std on a 0..1 scale, exact (integer sums), so reproducible."""
+        total = self.pixels * len(self.sizes)
         means, stds = [], []
-        for histogram in self.histograms.tolist():
-            total = sum(histogram)
-            first = sum(value * count for value, count in enumerate(histogram))
-            second = sum(value * value * count for value, count in enumerate(histogram))
+        for first, second in zip(self.first, self.second, strict=True):
             means.append(round(first / total / 255, 6))
             stds.append(round((second * total - first * first) ** 0.5 / total / 255, 6))
         return means, stds
