@@ -80,8 +80,8 @@ def _slow_folder(root: Path) -> Path:
 def test_a_killed_preprocess_stage_leaves_no_process_behind(
     tmp_path: Path, reaped: list[int]
 ) -> None:
-    """kill -9 of `python stages/preprocess.py` while its decoders write: they and
-    multiprocessing's resource tracker end by themselves within seconds."""
+    """kill -9 of `python stages/preprocess.py` while its decoders write: they (and, where
+    they are spawned, multiprocessing's resource tracker) end by themselves within seconds."""
     download(str(_slow_folder(tmp_path)), tmp_path / "data" / "raw")
     (tmp_path / "params.yaml").write_text("data:\n  image_size: 224\n  channels: 3\n  workers: 2\n")
     stage = subprocess.Popen([sys.executable, str(ROOT / "stages" / "preprocess.py")], cwd=tmp_path)
@@ -93,7 +93,7 @@ def test_a_killed_preprocess_stage_leaves_no_process_behind(
     assert stage.poll() is None and train.stat().st_size, "no decoder wrote within 2 minutes"
     descendants = _descendants(stage.pid)
     reaped += descendants
-    assert len(descendants) >= 2  # the decoders (and the resource tracker)
+    assert len(descendants) >= 2  # the decoders (and, where spawned, the resource tracker)
     stage.send_signal(signal.SIGKILL)
     stage.wait()
     assert _wait_until_gone(descendants, seconds=10) == []

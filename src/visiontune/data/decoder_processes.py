@@ -1,9 +1,11 @@
 """The preprocess stage's decoding processes: a pool whose workers end with the process that
-started them, even when it is killed (``kill -9``, an OOM kill, ``dvc queue kill``). On
-Linux each worker asks the kernel for SIGKILL when its parent dies (``prctl``'s
-parent-death signal); elsewhere a thread in it watches the parent's pid. Once the workers
-are gone, multiprocessing's resource tracker, which waits for every holder of its pipe to
-close it, ends too.
+started them, even when it is killed (``kill -9``, an OOM kill, ``dvc queue kill``).
+
+On Linux the workers are forked (they start at once, the stage's modules already imported)
+and each asks the kernel for SIGKILL when its parent dies (``prctl``'s parent-death
+signal). Elsewhere they are spawned (forking is unsafe on macOS) and a thread in each
+watches the parent's pid; once they are gone, multiprocessing's resource tracker, which
+waits for every holder of its pipe to close it, ends too.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ WATCH_SECONDS = 0.5  # how often the fallback looks at the parent's pid
 
 
 def decoder_pool(workers: int) -> ProcessPoolExecutor:
-    """``workers`` fresh (spawned) processes that end when this one does."""
+    """``workers`` processes that end when this one does."""
+    linux = sys.platform == "linux"
     return ProcessPoolExecutor(
         workers,
-        mp_context=get_context("spawn"),
+        mp_context=get_context("fork" if linux else "spawn"),
         initializer=end_with_parent,
-        initargs=(os.getpid(), sys.platform == "linux"),
+        initargs=(os.getpid(), linux),
     )
 
 
