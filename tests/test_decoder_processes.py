@@ -97,6 +97,7 @@ def test_a_killed_preprocess_stage_leaves_no_process_behind(
     stage.send_signal(signal.SIGKILL)
     stage.wait()
     assert _wait_until_gone(descendants, seconds=10) == []
+    assert not (tmp_path / "data" / "prepared").exists()  # nothing half-written in place
 
 
 @pytest.mark.parametrize("death_signal", [True, False], ids=["parent-death signal", "pid watch"])
