@@ -3,19 +3,22 @@
 For each folder size N (default 3,000 and 30,000 JPEGs of 240-640 px in 10 learnable
 classes, generated here: no download), in processes of their own:
 
-- preprocess at ``--image-size`` px, RGB, on ``--workers`` processes: its peak RSS (the
-  stage's process and, apart, its largest decoding process), its ms an image, and that time
-  divided by the decode floor of the same run: the same files decoded and resized in the
-  same chunks on the same number of processes, results thrown away (the two interleaved in
-  random order, ``--repeats`` times: median and range of the ratio);
+- preprocess at ``--image-size`` px, RGB, on ``--workers`` processes: ``python
+  stages/preprocess.py`` timed as a whole process, its peak RSS (the stage's process and,
+  apart, its largest decoding process), its ms an image, and that time divided by the decode
+  floor: a process that forks as many processes, which open the same files with Pillow,
+  draft-decode and resize them and send nothing back (timed as a whole process too). The
+  two, and ``--baseline``'s stage if given (another checkout's stages/preprocess.py on its
+  own src/), run interleaved in random order, ``--repeats`` times: median and range of each
+  ratio;
 - bytes on disk: the prepared files per byte of the source folder;
 - ``--steps`` training steps of the default CNN through the train split's batch source
   (resident or streamed, as ``train.resident_mb`` decides): peak RSS, and the median step
   time divided by the bare forward+backward+step on the same batches already in memory
-  (1.0: loading hides behind compute).
+  (1.0: loading hides behind compute); ``--steps 0`` leaves training out.
 
 Usage: python benchmarks/data_scale.py [--sizes 3000 30000] [--image-size 224]
-           [--workers 0] [--steps 30] [--repeats 3] [--cache DIR]
+           [--workers 0] [--steps 30] [--repeats 3] [--cache DIR] [--baseline CHECKOUT]
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import numpy as np
 from PIL import Image
 
 CLASSES = 10
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
@@ -45,24 +49,29 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed training steps")
     parser.add_argument("--repeats", type=int, default=3, help="preprocess/floor pairs")
     parser.add_argument("--cache", type=Path, help="keep generated folders here")
+    parser.add_argument("--baseline", type=Path, help="a checkout whose preprocess to compare")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cache = args.cache or Path(tmp)
         rows = [measure(n, cache / f"photos-{n}", Path(tmp, f"work-{n}"), args) for n in args.sizes]
     print(f"\n{args.image_size} px RGB, data.workers={args.workers}, {args.steps} train steps")
     print(
-        "| photos | folder MB | preprocess peak RSS MB (decoder) | ms an image | ÷ decode floor"
-        " (range) | disk ÷ folder | train peak RSS MB | streamed | step ÷ bare (range) |"
+        "| photos | folder MB | stage | preprocess peak RSS MB (decoder) | ms an image |"
+        " ÷ decode floor (range) | disk ÷ folder | train peak RSS MB | streamed |"
+        " step ÷ bare (range) |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|:-:|---:|")
+    print("|---:|---:|:--|---:|---:|---:|---:|---:|:-:|---:|")
     for row in rows:
-        print(
-            f"| {row['n']:,} | {row['folder_mb']:.0f} | {row['prep_rss_mb']:.0f}"
-            f" ({row['worker_rss_mb']:.0f}) | {row['ms_per_image']:.2f} |"
-            f" {row['floor_ratio']:.2f} ({row['floor_min']:.2f}-{row['floor_max']:.2f}) |"
-            f" {row['disk_ratio']:.2f} | {row['train_rss_mb']:.0f} | {row['streamed']} |"
-            f" {row['step_ratio']:.2f} ({row['step_min']:.2f}-{row['step_max']:.2f}) |"
-        )
+        for stage, prep in row["stages"].items():
+            print(
+                f"| {row['n']:,} | {row['folder_mb']:.0f} | {stage} | {prep['rss_mb']:.0f}"
+                f" ({prep['worker_rss_mb']:.0f}) | {prep['ms_per_image']:.2f} |"
+                f" {_spread(prep['ratios'])} | {row['disk_ratio']:.2f} | {row['train']} |"
+            )
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
 
 def measure(n: int, folder: Path, work: Path, args: argparse.Namespace) -> dict:
@@ -70,35 +79,44 @@ def measure(n: int, folder: Path, work: Path, args: argparse.Namespace) -> dict:
     make_photos(folder, n)
     folder_bytes = sum(path.stat().st_size for path in folder.rglob("*.jpg"))
     work.mkdir(parents=True)
-    _child("download", folder, work / "raw")
-    ratios, prep_runs = [], []
+    _child("download", folder, work / "data" / "raw")
+    data = f"data:\n  image_size: {args.image_size}\n  channels: 3\n  workers: {args.workers}\n"
+    (work / "params.yaml").write_text(data)
+    stages = {"this": ROOT, **({"baseline": args.baseline.resolve()} if args.baseline else {})}
+    runs: dict[str, list[dict]] = {kind: [] for kind in [*stages, "floor"]}
     for _ in range(args.repeats):
-        timed = {}
-        for kind in random.sample(["preprocess", "floor"], 2):
-            timed[kind] = _child(
-                kind, work / "raw", work / "prepared", args.image_size, args.workers
-            )
-        ratios.append(timed["preprocess"]["seconds"] / timed["floor"]["seconds"])
-        prep_runs.append(timed["preprocess"])
-    prepared_bytes = sum(path.stat().st_size for path in (work / "prepared").iterdir())
-    train = _child("train", work / "prepared", args.image_size, args.steps)
-    prep = min(prep_runs, key=lambda run: run["seconds"])
+        for kind in random.sample(list(runs), len(runs)):
+            if kind == "floor":
+                runs[kind].append(_child("floor", work, args.image_size, args.workers))
+            else:
+                runs[kind].append(_child("preprocess", stages[kind], work))
+    prepared_bytes = sum(path.stat().st_size for path in (work / "data" / "prepared").iterdir())
+    floors = [run["seconds"] for run in runs["floor"]]
     return {
         "n": n,
         "folder_mb": folder_bytes / 1e6,
-        "prep_rss_mb": max(run["rss_mb"] for run in prep_runs),
-        "worker_rss_mb": max(run["children_rss_mb"] for run in prep_runs),
-        "ms_per_image": 1000 * prep["seconds"] / n,
-        "floor_ratio": statistics.median(ratios),
-        "floor_min": min(ratios),
-        "floor_max": max(ratios),
+        "stages": {kind: _stage_figures(runs[kind], floors, n) for kind in stages},
         "disk_ratio": prepared_bytes / folder_bytes,
-        "train_rss_mb": train["rss_mb"],
-        "streamed": "yes" if train["streamed"] else "no",
-        "step_ratio": statistics.median(train["ratios"]),
-        "step_min": min(train["ratios"]),
-        "step_max": max(train["ratios"]),
+        "train": _train_figures(work / "data" / "prepared", args) if args.steps else "- | - | -",
     }
+
+
+def _stage_figures(runs: list[dict], floors: list[float], n: int) -> dict:
+    """A stage's peak RSS, its fastest ms an image, and each run's time ÷ the floor of the
+    same repeat."""
+    return {
+        "rss_mb": max(run["rss_mb"] for run in runs),
+        "worker_rss_mb": max(run["children_rss_mb"] for run in runs),
+        "ms_per_image": 1000 * min(run["seconds"] for run in runs) / n,
+        "ratios": [run["seconds"] / floor for run, floor in zip(runs, floors, strict=True)],
+    }
+
+
+def _train_figures(prepared: Path, args: argparse.Namespace) -> str:
+    """The training columns: peak RSS, streamed or not, step ÷ bare."""
+    train = _child("train", prepared, args.image_size, args.steps)
+    streamed = "yes" if train["streamed"] else "no"
+    return f"{train['rss_mb']:.0f} | {streamed} | {_spread(train['ratios'])}"
 
 
 def make_photos(folder: Path, n: int) -> None:
@@ -130,57 +148,76 @@ def _photo(job: tuple[Path, int]) -> None:
 
 
 def _child(kind: str, *args: object) -> dict:
-    """Run :func:`child` in a fresh Python process; its JSON result."""
+    """Run :func:`child` in a fresh Python process; its JSON result, with ``seconds`` the
+    whole process's wall time (interpreter start-up included)."""
+    import time
+
     command = [sys.executable, __file__, "--child", kind, *map(str, args)]
+    started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - started
     if done.returncode:
         sys.exit(f"{kind} failed:\n{done.stderr}")
-    return json.loads(done.stdout.splitlines()[-1])
+    return {**json.loads(done.stdout.splitlines()[-1]), "seconds": seconds}
 
 
 def child(kind: str, *args: str) -> dict:
-    """One measurement in this process: ``download``, ``preprocess``, ``floor`` or ``train``."""
+    """One measurement in this process: ``download``, ``preprocess`` (a checkout's stage
+    script in a work folder), ``floor`` or ``train``."""
     import resource
-    import time
 
-    started = time.perf_counter()
     result: dict = {}
     if kind == "download":
         from visiontune.data.download import download
 
         download(args[0], Path(args[1]))
     elif kind == "preprocess":
-        from visiontune.config.params import DataParams
-        from visiontune.data.preprocess import prepare
-
-        data = DataParams(image_size=int(args[2]), channels=3, workers=int(args[3]))
-        prepare(Path(args[0]), Path(args[1]), data)
+        _run_stage(Path(args[0]), Path(args[1]))
     elif kind == "floor":
-        _decode_floor(Path(args[0]), int(args[2]), int(args[3]))
+        _decode_floor(Path(args[0]) / "data" / "raw", int(args[1]), int(args[2]))
     else:
         result = _train_steps(Path(args[0]), int(args[1]), int(args[2]))
-    seconds = time.perf_counter() - started
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"seconds": seconds, "rss_mb": own, "children_rss_mb": children, **result}
+    return {"rss_mb": own, "children_rss_mb": children, **result}
+
+
+def _run_stage(checkout: Path, work: Path) -> None:
+    """``checkout``'s stages/preprocess.py as ``python stages/preprocess.py`` runs it in
+    ``work``, importing ``checkout``'s src/ (its decoding processes too)."""
+    import runpy
+
+    sys.path.insert(0, str(checkout / "src"))
+    os.chdir(work)
+    runpy.run_path(str(checkout / "stages" / "preprocess.py"), run_name="__main__")
+    imported = Path(sys.modules["visiontune"].__file__).resolve()
+    if not imported.is_relative_to(checkout.resolve()):
+        sys.exit(f"imported {imported}, not {checkout}'s visiontune")
 
 
 def _decode_floor(raw: Path, size: int, workers: int) -> None:
-    """Decode and resize every image in preprocess's chunks on as many processes; keep
-    nothing."""
+    """The decode floor: ``workers`` forked processes (0 = every core) open every image
+    with Pillow, draft-decode and resize it to ``size``, and keep and send back nothing."""
     from multiprocessing import get_context
 
-    from visiontune.data import preprocess
-    from visiontune.data.decoding import decode_chunk
-
     paths = sorted(str(path) for path in (raw / "images").rglob("*.jpg"))
-    chunk = preprocess.chunk_size(3, size)
     processes = workers or len(os.sched_getaffinity(0))
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
-    with ProcessPoolExecutor(processes, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(decode_chunk, c, 3, size, Image.MAX_IMAGE_PIXELS) for c in chunks]
-        for future in futures:
-            future.result()
+    forked = [
+        get_context("fork").Process(target=_decode_only, args=(paths[i::processes], size))
+        for i in range(processes)
+    ]
+    for process in forked:
+        process.start()
+    for process in forked:
+        process.join()
+
+
+def _decode_only(paths: list[str], size: int) -> None:
+    for path in paths:
+        with Image.open(path) as image:
+            image.draft("RGB", (size, size))
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            rgb.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def _train_steps(prepared: Path, size: int, steps: int) -> dict:

@@ -13,6 +13,7 @@ from visiontune.data.input_stats import (
     RollingInputStats,
     drift_score,
     moments,
+    pixel_sums,
     shifts,
     size_bucket,
 )
@@ -35,6 +36,22 @@ def test_moments_and_stats_pool_every_pixel() -> None:
     assert stats.std == pytest.approx(pixels.std(axis=1), abs=1e-6)
     assert (stats.sizes, stats.modes) == ({"5-8px": 7}, {"P": 1, "RGB": 6})
     assert InputStats.from_dict(stats.to_dict()) == stats
+
+
+@pytest.mark.parametrize("shape", [(3, 2, 224, 224), (0, 3, 8, 8)])
+def test_pixel_sums_are_exact_and_moments_divide_them(
+    shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whole 255s squared overflow no uint16; several chunks of images sum as one."""
+    images = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    images[:1, :1] = 255
+    monkeypatch.setattr("visiontune.data.input_stats._CHUNK_PIXELS", 1)  # an image a chunk
+    wide = images.astype(np.int64).reshape(*shape[:2], math.prod(shape[2:]))
+    expected = np.stack([wide.sum(axis=2), (wide * wide).sum(axis=2)], axis=-1)
+    sums = pixel_sums(images)
+    assert sums.shape == (*shape[:2], 2) and np.array_equal(sums, expected)
+    scale = max(1, math.prod(shape[2:])) * np.array([255.0, 255.0**2])
+    assert np.array_equal(moments(images), expected / scale)
 
 
 def test_shifts_are_effect_sizes() -> None:

@@ -201,8 +201,8 @@ def test_writing_a_prepared_dataset_replaces_linked_files_instead_of_writing_thr
     os.link(cached, prepared / "train-images.npy")
     with writing(prepared) as out:
         split = out.split("train", 1, (1, 2, 2))
-        split.append(np.ones((1, 1, 2, 2), np.uint8))
-        split.finish(np.zeros(1, np.int64))
+        split.rows.write(0, np.ones((1, 1, 2, 2), np.uint8))
+        split.finish(np.zeros(1, np.int64), [(0, 1)])
     assert cached.read_bytes() == b"cached"
     assert np.load(prepared / "train-images.npy").sum() == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["object", "prepared"]

@@ -1,6 +1,7 @@
 """Decoding images to the model's pixels, with numpy and Pillow only (no torch), so that the
 preprocess stage's decoding processes start quickly: :func:`image_to_array` is the one place
-where an image is converted; :func:`decode_chunk` decodes a chunk of images in a worker.
+where an image is converted; :func:`decode_rows` decodes a chunk of images in a worker and
+writes them into their rows of a split's file, sending back only counts and statistics.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
 from visiontune.config.errors import VisiontuneError, reason
-from visiontune.data.input_stats import moments, size_bucket
+from visiontune.data.input_stats import pixel_sums, size_bucket
+from visiontune.data.prepared import SplitRows
 
 MAX_LISTED = 10  # unreadable images named in the error; the rest are counted
 
@@ -63,27 +65,45 @@ def decompression_bombs_refused() -> Iterator[None]:
 
 
 @dataclass(frozen=True)
-class DecodedChunk:
-    """A chunk of images decoded: ``pixels`` uint8 (n, C, S, S) of the readable ones in
-    order, their ``moments`` (:func:`moments`), source size buckets and modes; and for each
-    unreadable one, its position in the chunk and the reason."""
+class ChunkJob:
+    """A chunk of images to decode into rows ``first``, ``first + 1``, ... of a split:
+    ``items`` are image files' paths or images' pixels as arrays; ``reference``: also gather
+    the input statistics (the reference split's)."""
 
-    pixels: np.ndarray
-    moments: np.ndarray
+    rows: SplitRows
+    first: int
+    items: list[str | np.ndarray]
+    reference: bool
+
+
+@dataclass(frozen=True)
+class ChunkStats:
+    """A chunk's share of its split's statistics: each readable image's
+    :func:`pixel_sums`, source size bucket and mode, in order."""
+
+    sums: np.ndarray
     sizes: list[str]
     modes: list[str]
+
+
+@dataclass(frozen=True)
+class DecodedRows:
+    """A chunk decoded into its rows: the readable images, ``written`` of them, fill the
+    rows from the chunk's first on; each unreadable one's position in the chunk and reason;
+    the chunk's statistics if it was asked for them."""
+
+    written: int
     unreadable: list[tuple[int, str]]
+    stats: ChunkStats | None
 
 
-def decode_chunk(
-    items: list[str | np.ndarray], channels: int, size: int, max_pixels: int | None
-) -> DecodedChunk:
-    """Decode each item (an image file's path, or an image's pixels as an array) as
-    :func:`image_to_array` does; ``max_pixels`` is Pillow's decompression-bomb limit."""
+def decode_rows(job: ChunkJob, channels: int, size: int, max_pixels: int | None) -> DecodedRows:
+    """Decode each of ``job``'s items as :func:`image_to_array` does and write the readable
+    ones into its rows; ``max_pixels`` is Pillow's decompression-bomb limit."""
     Image.MAX_IMAGE_PIXELS = max_pixels  # a worker process starts with Pillow's default
     pixels, sizes, modes, unreadable = [], [], [], []
     with decompression_bombs_refused():
-        for position, item in enumerate(items):
+        for position, item in enumerate(job.items):
             try:
                 image = Image.fromarray(item) if isinstance(item, np.ndarray) else Image.open(item)
                 with image:
@@ -95,7 +115,10 @@ def decode_chunk(
             sizes.append(bucket)
             modes.append(mode)
     stacked = np.stack(pixels) if pixels else np.zeros((0, channels, size, size), np.uint8)
-    return DecodedChunk(stacked, moments(stacked), sizes, modes, unreadable)
+    job.rows.write(job.first, stacked)
+    if not job.reference:
+        return DecodedRows(len(stacked), unreadable, None)
+    return DecodedRows(len(stacked), unreadable, ChunkStats(pixel_sums(stacked), sizes, modes))
 
 
 def unreadable_error(unreadable: list[tuple[str, str]], hint: str) -> VisiontuneError:

@@ -22,7 +22,7 @@ import numpy as np
 REFERENCE_SPLIT = "train"  # the prepared split whose statistics are the reference
 MIN_IMAGES = 20  # fewer images than this say too little to compare
 MOVED = 0.25  # a shift of at least this size is flagged as moved
-_CHUNK_PIXELS = 1 << 24  # values converted to float64 at a time
+_CHUNK_PIXELS = 1 << 24  # values squared at a time
 
 
 @dataclass(frozen=True)
@@ -74,16 +74,32 @@ class InputStats:
         )
 
 
+def pixel_sums(images: Any) -> np.ndarray:
+    """Per image and channel, the sum of the pixels and the sum of their squares of uint8
+    images (N, C, H, W), a numpy array or CPU tensor: exact, uint64 (N, C, 2)."""
+    images = np.asarray(images)
+    count, channels = images.shape[:2]
+    flat = images.reshape(count, channels, math.prod(images.shape[2:]))
+    step = max(1, _CHUNK_PIXELS // max(1, math.prod(flat.shape[1:])))
+    sums = np.zeros((count, channels, 2), np.uint64)
+    for start in range(0, count, step):
+        part = flat[start : start + step]
+        sums[start : start + step, :, 0] = part.sum(axis=2, dtype=np.uint64)
+        squares = np.square(part, dtype=np.uint16)  # 255 ** 2 fits
+        sums[start : start + step, :, 1] = squares.sum(axis=2, dtype=np.uint64)
+    return sums
+
+
 def moments(images: Any) -> np.ndarray:
     """Per image and channel, the mean pixel and mean squared pixel (0..1 scale) of uint8
-    images (N, C, H, W), a numpy array or CPU tensor: float64 (N, C, 2)."""
-    images = np.asarray(images)
-    step = max(1, _CHUNK_PIXELS // max(1, math.prod(images.shape[1:])))
-    parts = []
-    for start in range(0, len(images), step):
-        x = images[start : start + step].astype(np.float64) / 255
-        parts.append(np.stack([x.mean(axis=(2, 3)), (x * x).mean(axis=(2, 3))], axis=-1))
-    return np.concatenate(parts) if parts else np.zeros((0, images.shape[1], 2))
+    images (N, C, H, W), a numpy array or CPU tensor: float64 (N, C, 2), each the exact
+    :func:`pixel_sums` divided once."""
+    return moments_of(pixel_sums(images), math.prod(np.shape(images)[2:]))
+
+
+def moments_of(sums: np.ndarray, pixels: int) -> np.ndarray:
+    """:func:`moments` from :func:`pixel_sums` of images of ``pixels`` pixels a channel."""
+    return sums / (max(1, pixels) * np.array([255.0, 255.0**2]))
 
 
 def size_bucket(width: int, height: int) -> str:

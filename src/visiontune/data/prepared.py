@@ -2,8 +2,9 @@
 
 A split is two NumPy files: ``<split>-images.npy``, uint8 (N, C, S, S), and
 ``<split>-labels.npy``, int64 (N,); ``meta.json`` is a :class:`PreparedMeta` that gives
-each split's N. The preprocess stage writes a whole dataset with :func:`writing`: images
-are appended chunk by chunk (memory does not grow with the dataset) into a folder beside
+each split's N. The preprocess stage writes a whole dataset with :func:`writing`: its
+decoding processes write images chunk by chunk straight into their rows of a split's file
+(:class:`SplitRows`; memory does not grow with the dataset) in a folder beside
 the target that is renamed into place only when every file is whole, so a killed
 preprocess leaves nothing a stage would take for complete. Every stage and command reads
 a split through :func:`open_split` (checked against meta.json: a mismatch is a one-line
@@ -98,30 +99,57 @@ def split_files(prepared_dir: Path, split: str) -> tuple[Path, Path]:
     return Path(prepared_dir) / f"{split}-images.npy", Path(prepared_dir) / f"{split}-labels.npy"
 
 
-class SplitWriter:
-    """One split's images appended chunk by chunk, then its labels; see :func:`writing`."""
+@dataclass(frozen=True)
+class SplitRows:
+    """Where one split's images go in its file: image ``i`` (uint8 ``shape``) at ``offset +
+    i * row_bytes``. Picklable, so that any process may write its rows (:meth:`write`)."""
 
-    def __init__(self, folder: Path, split: str, capacity: int, shape: tuple[int, ...]) -> None:
-        self.images_path, self.labels_path = split_files(folder, split)
-        self.shape, self.count = tuple(shape), 0
-        self._header = len(_npy_header((capacity, *self.shape)))
-        self._file: BinaryIO = self.images_path.open("wb")
-        self._file.seek(self._header)
+    path: Path
+    offset: int
+    shape: tuple[int, ...]
 
-    def append(self, pixels: np.ndarray) -> None:
-        """Append uint8 images (n, C, S, S)."""
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.shape))
+
+    def write(self, first: int, pixels: np.ndarray) -> None:
+        """Write uint8 images (n, C, S, S) as rows ``first`` to ``first + n - 1``."""
         if pixels.dtype != np.uint8 or pixels.shape[1:] != self.shape:
             raise ValueError(f"expected uint8 images of shape {self.shape}, got {pixels.shape}")
-        self._file.write(np.ascontiguousarray(pixels).data)
-        self.count += len(pixels)
+        with self.path.open("r+b") as file:
+            file.seek(self.offset + first * self.row_bytes)
+            file.write(np.ascontiguousarray(pixels).data)
 
-    def finish(self, labels: np.ndarray) -> None:
-        """Write the header for the images appended and the ``labels`` (one per image)."""
-        if len(labels) != self.count:
-            raise ValueError(f"{len(labels)} labels for {self.count} images")
-        self._file.seek(0)
-        self._file.write(_npy_header((self.count, *self.shape), self._header))
-        self._file.close()
+
+class SplitWriter:
+    """One split's file: rows written at their places (by any process, through
+    :attr:`rows`), then closed up and finished with its labels; see :func:`writing`."""
+
+    def __init__(self, folder: Path, split: str, capacity: int, shape: tuple[int, ...]) -> None:
+        images_path, self.labels_path = split_files(folder, split)
+        images_path.write_bytes(b"")
+        header = len(_npy_header((capacity, *shape)))
+        self.rows = SplitRows(images_path, header, tuple(shape))
+
+    def finish(self, labels: np.ndarray, runs: list[tuple[int, int]]) -> None:
+        """Keep the rows written, ``runs`` of (first row, count) in order, moved up to follow
+        each other (one read and write a run that moves: memory holds a run), with
+        ``labels`` (one an image); write the header for them."""
+        rows, count = self.rows, sum(length for _, length in runs)
+        if len(labels) != count:
+            raise ValueError(f"{len(labels)} labels for {count} images")
+        with rows.path.open("r+b") as file:
+            kept = 0
+            for first, length in runs:
+                if first != kept:
+                    file.seek(rows.offset + first * rows.row_bytes)
+                    block = file.read(length * rows.row_bytes)
+                    file.seek(rows.offset + kept * rows.row_bytes)
+                    file.write(block)
+                kept += length
+            file.truncate(rows.offset + count * rows.row_bytes)
+            file.seek(0)
+            file.write(_npy_header((count, *rows.shape), rows.offset))
         np.save(self.labels_path, np.asarray(labels, dtype=np.int64))
 
 

@@ -2,9 +2,12 @@
 
 ``prepare`` takes a seeded subset of each class's images in a seeded order, deals each
 class into stratified splits, and decodes them as the model takes them
-(:mod:`visiontune.data.decoding`) in chunks, on ``data.workers`` processes, writing each
-chunk as it comes (memory does not grow with the dataset) into the prepared format
-(:mod:`visiontune.data.prepared`) with its meta: classes, channels, image_size, train
+(:mod:`visiontune.data.decoding`) in chunks, on ``data.workers`` processes
+(:mod:`visiontune.data.decoder_processes`). Once the files are dealt, every chunk's rows in
+its split's file are known: a process decodes a chunk and writes it there itself, sending
+back only counts and the chunk's statistics (no pixels), which this process merges, so
+memory does not grow with the dataset. The files are in the prepared format
+(:mod:`visiontune.data.prepared`), with their meta: classes, channels, image_size, train
 mean/std per channel on a 0..1 scale, split counts, skipped unreadable images, non-image
 files the download stage ignored, and the train split's :class:`InputStats` (the reference
 that drift checks compare against). The result does not depend on the number of processes.
@@ -16,9 +19,9 @@ import json
 import os
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from multiprocessing import get_context
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,16 +29,24 @@ from PIL import Image
 
 from visiontune.config.errors import VisiontuneError
 from visiontune.config.params import DataParams
-from visiontune.data.decoding import DecodedChunk, decode_chunk, unreadable_error
+from visiontune.data.decoder_processes import decoder_pool
+from visiontune.data.decoding import (
+    ChunkJob,
+    ChunkStats,
+    DecodedRows,
+    decode_rows,
+    unreadable_error,
+)
 from visiontune.data.folders import files
-from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats
-from visiontune.data.prepared import SPLITS, PreparedMeta, writing
+from visiontune.data.input_stats import REFERENCE_SPLIT, InputStats, moments_of
+from visiontune.data.prepared import SPLITS, PreparedMeta, SplitWriter, writing
 
 MIN_CLASSES = 2  # a classifier needs something to tell apart
 CHUNK_PIXELS = 1 << 22  # pixels decoded per chunk (16 to 1,024 images)
 PARALLEL_FROM = 2048  # images: fewer are decoded in the stage's own process
 Dealt = dict[str, tuple[list, list[int]]]  # split -> (image references, labels)
-Items = Callable[[list], list]  # image references -> decode_chunk's items
+Items = Callable[[list], list]  # image references -> ChunkJob's items
+Decode = Callable[[Iterable[ChunkJob]], Iterator[DecodedRows]]  # jobs -> their rows, in order
 
 
 def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
@@ -57,24 +68,26 @@ def prepare(raw_dir: Path, out_dir: Path, data: DataParams) -> dict:
     dealt = _deal(classes, _shuffled_subsets(members, data), data)
     shape = (data.channels, data.image_size, data.image_size)
     unreadable: list[tuple[str, str]] = []
-    reference = _SplitStats(data.channels)
+    reference = _SplitStats(data.channels, data.image_size)
     files_to_decode = 0 if source["format"] == "arrays" else sum(len(r) for r, _ in dealt.values())
-    with writing(out_dir) as out, _Decoder(items, data, files_to_decode) as decoder:
-        for split in SPLITS:
+    size = chunk_size(data.channels, data.image_size)
+    with writing(out_dir) as out, _decoding(data, files_to_decode, size) as decode:
+        writers = {split: out.split(split, len(dealt[split][0]), shape) for split in SPLITS}
+        jobs = list(_jobs(dealt, writers, items, size))
+        kept: dict[str, list[int]] = {split: [] for split in SPLITS}
+        runs: dict[str, list[tuple[int, int]]] = {split: [] for split in SPLITS}
+        for (split, job), rows in zip(jobs, decode(job for _, job in jobs), strict=True):
             refs, labels = dealt[split]
-            writer = out.split(split, len(refs), shape)
-            kept: list[int] = []
-            stats = reference if split == REFERENCE_SPLIT else None
-            for start, chunk in decoder.chunks(refs):
-                writer.append(chunk.pixels)
-                bad = {position for position, _ in chunk.unreadable}
-                chunk_labels = labels[start : start + len(chunk.pixels) + len(bad)]
-                kept.extend(label for i, label in enumerate(chunk_labels) if i not in bad)
-                unreadable.extend((str(refs[start + i]), why) for i, why in chunk.unreadable)
-                if stats is not None:
-                    stats.add(chunk)
-            writer.finish(np.array(kept, dtype=np.int64))
-            dealt[split] = (refs, kept)
+            bad = {position for position, _ in rows.unreadable}
+            chunk_labels = labels[job.first : job.first + len(job.items)]
+            kept[split].extend(label for i, label in enumerate(chunk_labels) if i not in bad)
+            runs[split].append((job.first, rows.written))
+            unreadable.extend((str(refs[job.first + i]), why) for i, why in rows.unreadable)
+            if rows.stats is not None:
+                reference.add(rows.stats)
+        for split in SPLITS:
+            writers[split].finish(np.array(kept[split], dtype=np.int64), runs[split])
+            dealt[split] = (dealt[split][0], kept[split])
         if unreadable and not data.skip_corrupt:
             hint = "set data.skip_corrupt=true to skip unreadable images"
             raise unreadable_error(sorted(unreadable), hint)
@@ -123,7 +136,7 @@ def _read_source(raw_dir: Path) -> dict:
 
 def _open_raw(raw_dir: Path, source: dict) -> tuple[list[list], Items]:
     """Per class, references to its images (array indices or file paths relative to
-    ``raw_dir``); and what turns references into :func:`decode_chunk`'s items."""
+    ``raw_dir``); and what turns references into :class:`ChunkJob`'s items."""
     classes = source["classes"]
     if source["format"] == "arrays":
         images, labels = _read_arrays(raw_dir / "arrays.npz")
@@ -217,70 +230,62 @@ def chunk_size(channels: int, size: int) -> int:
     return min(1024, max(16, CHUNK_PIXELS // (channels * size**2)))
 
 
-class _Decoder:
-    """Decodes chunks of image references in order: on ``data.workers`` processes (0 =
-    every core) when there are at least :data:`PARALLEL_FROM` image files, else in this one
-    (starting processes costs more than a small dataset's decoding, or than converting
-    arrays). The pixels do not depend on which."""
+def _jobs(
+    dealt: Dealt, writers: dict[str, SplitWriter], items: Items, size: int
+) -> Iterator[tuple[str, ChunkJob]]:
+    """Each split's references in chunks of ``size``, in order, as jobs for their rows."""
+    for split in SPLITS:
+        refs = dealt[split][0]
+        for start in range(0, len(refs), size):
+            batch = items(refs[start : start + size])
+            yield split, ChunkJob(writers[split].rows, start, batch, split == REFERENCE_SPLIT)
 
-    def __init__(self, items: Items, data: DataParams, images: int) -> None:
-        self.items, self.args = items, (data.channels, data.image_size, Image.MAX_IMAGE_PIXELS)
-        self.size = chunk_size(data.channels, data.image_size)
-        workers = min(data.workers or len(os.sched_getaffinity(0)), -(-images // self.size))
-        self.workers = workers if images >= PARALLEL_FROM else 1
-        self.pool: ProcessPoolExecutor | None = None
 
-    def __enter__(self) -> _Decoder:
-        if self.workers > 1:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool:
-            self.pool.shutdown(cancel_futures=True)
-
-    def chunks(self, refs: list) -> Iterator[tuple[int, DecodedChunk]]:
-        """(start, chunk) for consecutive chunks of ``refs``."""
-        starts = range(0, len(refs), self.size)
-        if self.pool is None:
-            for start in starts:
-                yield start, decode_chunk(self.items(refs[start : start + self.size]), *self.args)
-            return
-        pending: list[tuple[int, Future[DecodedChunk]]] = []
-        for start in starts:  # at most two chunks a process in flight: memory stays flat
-            batch = self.items(refs[start : start + self.size])
-            pending.append((start, self.pool.submit(decode_chunk, batch, *self.args)))
-            if len(pending) >= 2 * self.workers:
-                first, future = pending.pop(0)
-                yield first, future.result()
-        for first, future in pending:
-            yield first, future.result()
+@contextmanager
+def _decoding(data: DataParams, images: int, size: int) -> Iterator[Decode]:
+    """What runs jobs in order: on ``data.workers`` processes (0 = every core) when there
+    are at least :data:`PARALLEL_FROM` image files, else in this one (starting processes
+    costs more than a small dataset's decoding, or than converting arrays). The files
+    written do not depend on which."""
+    run = partial(
+        decode_rows, channels=data.channels, size=data.image_size, max_pixels=Image.MAX_IMAGE_PIXELS
+    )
+    workers = min(data.workers or len(os.sched_getaffinity(0)), -(-images // size))
+    if images < PARALLEL_FROM or workers < 2:
+        yield lambda jobs: map(run, jobs)
+        return
+    pool = decoder_pool(workers)
+    try:
+        yield lambda jobs: pool.map(run, jobs)
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 class _SplitStats:
-    """The reference split's statistics, gathered chunk by chunk: exact per-channel pixel
-    histograms (for mean/std) and each image's moments, size bucket and mode."""
+    """The reference split's statistics, merged chunk by chunk in order: exact per-channel
+    pixel sums (for mean/std) and each image's moments, size bucket and mode."""
 
-    def __init__(self, channels: int) -> None:
-        self.histograms = np.zeros((channels, 256), dtype=np.int64)
+    def __init__(self, channels: int, size: int) -> None:
+        self.pixels = size * size  # an image's, a channel
+        self.first, self.second = [0] * channels, [0] * channels
         self.moments: list[np.ndarray] = []
         self.sizes: list[str] = []
         self.modes: list[str] = []
 
-    def add(self, chunk: DecodedChunk) -> None:
-        for channel, histogram in enumerate(self.histograms):
-            histogram += np.bincount(chunk.pixels[:, channel].ravel(), minlength=256)
-        self.moments.append(chunk.moments)
+    def add(self, chunk: ChunkStats) -> None:
+        channel_sums = chunk.sums.sum(axis=0, dtype=np.uint64).tolist()
+        for channel, (first, second) in enumerate(channel_sums):
+            self.first[channel] += first
+            self.second[channel] += second
+        self.moments.append(moments_of(chunk.sums, self.pixels))
         self.sizes.extend(chunk.sizes)
         self.modes.extend(chunk.modes)
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and std on a 0..1 scale, exact (integer sums), so reproducible."""
+        total = self.pixels * len(self.sizes)
         means, stds = [], []
-        for histogram in self.histograms.tolist():
-            total = sum(histogram)
-            first = sum(value * count for value, count in enumerate(histogram))
-            second = sum(value * value * count for value, count in enumerate(histogram))
+        for first, second in zip(self.first, self.second, strict=True):
             means.append(round(first / total / 255, 6))
             stds.append(round((second * total - first * first) ** 0.5 / total / 255, 6))
         return means, stds
