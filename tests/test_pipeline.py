@@ -71,14 +71,10 @@ def test_a_failed_run_leaves_the_workspace_as_it_was(baseline_clone):
     clear failure each, and the outputs, metrics, plots, git and dvc status as before."""
     repo = baseline_clone
     script = repo.path / "stages" / "train.py"
-    script.write_text(
-        script.read_text().replace(
-            "    pruned = ",
-            "    if params.model.blocks == 1:\n"
-            "        raise RuntimeError('a bug in my own code')\n"
-            "    pruned = ",
-        )
-    )
+    anchor = "    if group.writes:\n"  # after train() wrote every output
+    assert script.read_text().count(anchor) == 1
+    bug = "    if params.model.blocks == 1:\n        raise RuntimeError('a bug in my own code')\n"
+    script.write_text(script.read_text().replace(anchor, bug + anchor))
     repo.commit("a train stage that crashes after writing everything, with model.blocks=1")
     before = workspace_state(repo)
     for setting, says in (

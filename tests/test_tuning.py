@@ -218,7 +218,7 @@ def test_failing_trials_say_why_and_where_their_log_is_and_the_study_goes_on(tun
     model.blocks=1 reaches, a traceback, retried once. Then the study goes on through the
     queue: a stage's user error (model.blocks=4 is too deep for 8 px), not retried."""
     stage = tune_repo.path / "stages" / "train.py"
-    anchor = "    link = link_from_environment()"
+    anchor = "    with joined(params.train) as group:"
     bug = '    if params.model.blocks == 1:\n        raise RuntimeError("a bug in my own code")\n'
     assert anchor in stage.read_text()
     stage.write_text(stage.read_text().replace(anchor, bug + anchor))
