@@ -143,6 +143,9 @@ def test_a_cell_key_covers_every_param_and_the_data(prepared, tmp_path, make_ima
         ]
     }
     assert len(keys | {store.key(params)}) == 7
+    # A cell trains in one process, whatever the train stage's processes.
+    processes = {"train.nproc": 2, "train.sync_bn": False}
+    assert store.key(with_overrides(params, processes)) == store.key(params)
     assert store.key(params) == CellStore(tmp_path / "elsewhere", prepared).key(params)
 
     download(str(make_image_folder(tmp_path / "images", ["a", "b"], 10)), tmp_path / "raw")

@@ -1,12 +1,12 @@
 """A content-addressed store of sweep cell results, shared by every run on this machine.
 
 A cell's result depends only on its effective params (``model.*`` and ``train.*`` after the
-cell's overrides), the weights file it starts from (``model.weights``), the prepared data it
-trains on, the code that trains it (every source
-file the sweep module imports, lazily or not) and the libraries and device that code runs
-on. A cell's key is the sha256 of all of these, so a
-stored result is reused only where training again would give the same numbers. The
-store lives beside DVC's cache (``<cache>/visiontune/sweep``), where the temp and queued
+cell's overrides, but for ``train.nproc`` and ``train.sync_bn``: a cell trains in one
+process), the weights file it starts from (``model.weights``), the prepared data it trains
+on, the code that trains it (every source file the sweep module imports, lazily or not) and
+the libraries and device that code runs on. A cell's key is the sha256 of all of these, so
+a stored result is reused only where training again would give the same numbers. The store
+lives beside DVC's cache (``<cache>/visiontune/sweep``), where the temp and queued
 experiments of the repository find it too; deleting it only costs re-training.
 
 This module imports nothing heavy: a sweep whose cells are all stored never loads torch.
@@ -33,6 +33,8 @@ from visiontune.experiments.source_closure import PACKAGE, import_closure
 _SPLITS = ("train", "val")
 # Libraries whose version can change a trained model's numbers.
 _LIBRARIES = ("torch", "timm", "numpy")
+# Train params of several processes: the sweep trains every cell in one, so they change none.
+_SEVERAL_PROCESSES = ("nproc", "sync_bn")
 # Environment that changes which device train.device=auto picks.
 _DEVICE_ENV = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
@@ -54,7 +56,11 @@ class CellStore:
         """The key of a cell trained with ``params`` on this store's data, code and device."""
         cell = {
             "model": dataclasses.asdict(params.model),
-            "train": dataclasses.asdict(params.train),
+            "train": {
+                name: value
+                for name, value in dataclasses.asdict(params.train).items()
+                if name not in _SEVERAL_PROCESSES
+            },
             "context": self.context,
         }
         if params.model.weights_file:
