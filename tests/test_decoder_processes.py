@@ -108,7 +108,7 @@ def test_a_worker_ends_with_its_parent(death_signal: bool, reaped: list[int]) ->
         pytest.skip("the parent-death signal is Linux's")
     worker = (
         "import os, time\n"
-        "from visiontune.data.decoder_processes import end_with_parent\n"
+        "from visiontune.config.processes import end_with_parent\n"
         f"end_with_parent(os.getppid(), {death_signal})\n"
         "print('ready', flush=True)\n"
         "time.sleep(120)\n"
