@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import http.server
+import os
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -42,6 +43,23 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the :data:`LONGEST_FIRST` files first, in that order; the rest keep theirs."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
+_first_environment: dict[str, str] = {}  # os.environ as the first test of the process found it
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Start each test in the environment the first one found. Code run in-process may set
+    variables for the processes it would start (fit asks for its CPU kernels through
+    ATEN_CPU_CAPABILITY and its kin): a later test's dvc then ran its "native" stages on
+    the pinned kernels, and a model trained by one worker differed from another's."""
+    if not _first_environment:
+        _first_environment.update(os.environ)
+    for name in set(os.environ) - set(_first_environment):
+        del os.environ[name]
+    os.environ.update(_first_environment)
+    return (yield)
 
 
 def _make_image_folder(
