@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from visiontune.config import cpu_kernels
 from visiontune.config.params import Params
 from visiontune.data.augmentation import Augmentation
 from visiontune.data.batches import BatchSource
@@ -44,6 +45,9 @@ class Splits:
         """The prepared splits on ``train.device`` (this process's GPU in a CUDA group),
         ``group``'s shard of them, for ``params``'s model."""
         cfg = params.train
+        # Before loading computes: a command (profile, finders) or an in-process trial has no
+        # stage that asked for its kernels first.
+        cpu_kernels.request(cfg.cpu_kernels)
         device = process_device(resolve_device(cfg.device), group)
         prepared = load_meta(prepared_dir)
         meta = ModelMeta.trained_on(prepared, params)
