@@ -17,7 +17,7 @@ from PIL import Image
 
 # The longest test files, longest first (seconds of one worker, measured with --durations):
 # xdist hands whole files to its workers in collection order, so starting these first
-# lets the many short files fill in at the end and both workers finish together.
+# lets the many short files fill in at the end and the workers finish together.
 LONGEST_FIRST = (
     "test_tuning.py",  # 260
     "test_experiment_cost.py",  # 255
