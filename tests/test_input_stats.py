@@ -38,11 +38,14 @@ def test_moments_and_stats_pool_every_pixel() -> None:
     assert InputStats.from_dict(stats.to_dict()) == stats
 
 
-@pytest.mark.parametrize("shape", [(3, 2, 224, 224), (0, 3, 8, 8)])
+@pytest.mark.parametrize(
+    "shape", [(3, 2, 224, 224), (0, 3, 8, 8), (1, 1, 257, 257), (1, 1, 258, 258)]
+)
 def test_pixel_sums_are_exact_and_moments_divide_them(
     shape: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whole 255s squared overflow no uint16; several chunks of images sum as one."""
+    """Whole 255s squared overflow no uint16, nor, from 258 x 258 pixels, a uint32 sum;
+    several chunks of images sum as one."""
     images = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
     images[:1, :1] = 255
     monkeypatch.setattr("visiontune.data.input_stats._CHUNK_PIXELS", 1)  # an image a chunk

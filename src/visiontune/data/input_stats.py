@@ -81,12 +81,15 @@ def pixel_sums(images: Any) -> np.ndarray:
     count, channels = images.shape[:2]
     flat = images.reshape(count, channels, math.prod(images.shape[2:]))
     step = max(1, _CHUNK_PIXELS // max(1, math.prod(flat.shape[1:])))
+    # uint32 sums take half the time of uint64 ones, and are exact while a channel's squares
+    # stay below 2 ** 32: up to 257 x 257 pixels.
+    total = np.uint32 if flat.shape[2] * 255**2 < 2**32 else np.uint64
     sums = np.zeros((count, channels, 2), np.uint64)
     for start in range(0, count, step):
         part = flat[start : start + step]
-        sums[start : start + step, :, 0] = part.sum(axis=2, dtype=np.uint64)
+        sums[start : start + step, :, 0] = part.sum(axis=2, dtype=total)
         squares = np.square(part, dtype=np.uint16)  # 255 ** 2 fits
-        sums[start : start + step, :, 1] = squares.sum(axis=2, dtype=np.uint64)
+        sums[start : start + step, :, 1] = squares.sum(axis=2, dtype=total)
     return sums
 
 
