@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from visiontune.config import cpu_kernels
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,5 +36,7 @@ def test_code_run_in_process_may_set_variables_for_its_subprocesses():
 
 def test_the_next_test_starts_in_the_environment_the_first_found():
     """Its subprocesses (dvc, the stages) must not inherit the previous test's kernels."""
+    if not _found:
+        pytest.skip("checks what the test before it left: run the file, not this test alone")
     assert os.environ.get("ATEN_CPU_CAPABILITY") == _found["ATEN_CPU_CAPABILITY"]
     assert "VISIONTUNE_LEFT_BY_A_TEST" not in os.environ
