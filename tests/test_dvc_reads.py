@@ -33,7 +33,9 @@ EMPTY_JSON = "ERROR: unexpected error - Expecting value: line 1 column 1 (char 0
 
 @pytest.fixture(scope="module")
 def queue_repo(tmp_path_factory: pytest.TempPathFactory) -> DvcRepo:
-    """A one-stage dvc project whose queue ran one experiment (``two``) to success."""
+    """A one-stage dvc project whose queue ran one experiment (``two``) to success, its
+    workers gone: the tests break the broker's files, which a live worker reads (one left
+    that way never exited)."""
     repo = DvcRepo(tmp_path_factory.mktemp("queue"))
     repo.git("init", "-q", "-b", "main")
     repo.dvc("init", "-q")
@@ -43,6 +45,7 @@ def queue_repo(tmp_path_factory: pytest.TempPathFactory) -> DvcRepo:
     repo.dvc("exp", "run", "--queue", "-n", "two", "-S", "x=2")
     repo.start_queue()
     repo.wait_for_queue(timeout=300)
+    repo.stop_queue()
     return repo
 
 

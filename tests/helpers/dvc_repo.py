@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import tomlkit
 import yaml
 
@@ -190,6 +191,25 @@ class DvcRepo:
                 time.sleep(0.2)
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"dvc queue still busy after {timeout} s:\n{status}")
+
+    def stop_queue(self, timeout: float = 60) -> None:
+        """``dvc queue stop``, then wait until the queue's workers have exited: after the
+        queue empties, a worker lives on for a while, reading the broker's files."""
+        self.dvc("queue", "stop")
+        deadline = time.monotonic() + timeout
+        while workers := self._queue_workers():
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"dvc queue workers {workers} still running after {timeout} s")
+            time.sleep(0.2)
+
+    def _queue_workers(self) -> list[int]:
+        """The pids of this repository's queue workers (``dvc exp queue-worker``)."""
+        here = str(self.path.resolve())
+        return [
+            process.pid
+            for process in psutil.process_iter(["cwd", "cmdline"])
+            if process.info["cwd"] == here and "queue-worker" in (process.info["cmdline"] or ())
+        ]
 
     def _queue_results(self) -> set[str]:
         """The task results the queue's workers have stored (Celery's result files): a
