@@ -17,7 +17,7 @@ from helpers.dvc_repo import DvcRepo
 from visiontune.config.errors import VisiontuneError
 from visiontune.experiments.dvc_git import error_line, run_tool
 from visiontune.experiments.dvc_reads import is_transient, read_dvc
-from visiontune.tuning.dvc_queue import SUCCESS, DvcQueue
+from visiontune.tuning.dvc_queue import SUCCESS, DvcQueue, parse_queue_status
 
 PIPELINE = """\
 stages:
@@ -91,28 +91,31 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(partial, path)
 
 
-def complete_after_first_try(path: Path, text: str) -> threading.Thread:
-    """A started thread that writes ``text`` into ``path`` once a ``dvc queue`` process of
-    this test has come and gone (its first try failed), while the query still retries."""
+def queue_processes() -> set[int]:
+    """The pids of this test's ``dvc queue`` processes running now."""
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "queue" in child.cmdline():
+                found.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
-    def tries() -> set[int]:
-        found = set()
-        for child in psutil.Process().children(recursive=True):
-            try:
-                if "queue" in child.cmdline():
-                    found.add(child.pid)
-            except psutil.NoSuchProcess:
-                continue
-        return found
 
-    def complete() -> None:
+def after_first_try(action: Callable[[], None]) -> threading.Thread:
+    """A started thread that calls ``action`` once a ``dvc queue`` process of this test
+    has come and gone (its first try failed, or found a task missing), while the query
+    still asks again."""
+
+    def wait_then_act() -> None:
         seen: set[int] = set()
-        while not seen or seen <= tries():
-            seen |= tries()
+        while not seen or seen <= queue_processes():
+            seen |= queue_processes()
             time.sleep(0.02)
-        write_atomically(path, text)
+        action()
 
-    thread = threading.Thread(target=complete, daemon=True)
+    thread = threading.Thread(target=wait_then_act, daemon=True)
     thread.start()
     return thread
 
@@ -127,7 +130,7 @@ def test_dvc_itself_fails_on_a_half_written_queue_file(queue_repo, half_written)
 
 def test_the_query_succeeds_once_the_file_is_completed_within_its_retries(queue_repo, half_written):
     path, whole, _ = half_written
-    writer = complete_after_first_try(path, whole)
+    writer = after_first_try(lambda: write_atomically(path, whole))
     tasks = DvcQueue(queue_repo.path).tasks()  # the tuner's query
     writer.join(timeout=60)
     assert not writer.is_alive()  # the file was completed after a failed try
@@ -170,3 +173,53 @@ def test_a_dvc_failure_names_its_error_line_not_dvc_s_footer(queue_repo):
     finally:
         write_atomically(path, whole)
     assert str(caught.value) == f"dvc queue status failed (exit status 255): {EMPTY_JSON}"
+
+
+def processed_message(repo: DvcRepo) -> Path:
+    """The finished task's message in the broker's processed folder (where a worker moves
+    it from the queue folder when it takes the task)."""
+    (path,) = (repo.path / ".dvc/tmp/exps/celery/broker/processed").glob(
+        "*.celery.msg"
+    )  # the task; not the control messages
+    return path
+
+
+@pytest.fixture
+def in_transit(queue_repo: DvcRepo, tmp_path: Path):
+    """The task's message moved out of the broker, as a worker taking it leaves it between
+    `dvc queue status`'s two reads; (its place, where it is now). Back in place afterwards."""
+    path = processed_message(queue_repo)
+    away = tmp_path / path.name
+    os.replace(path, away)
+    yield path, away
+    if away.exists():
+        os.replace(away, path)
+
+
+def test_a_task_in_transit_is_missing_from_dvc_s_status(queue_repo, in_transit):
+    assert DvcQueue(queue_repo.path).tasks() == []
+
+
+def test_an_expected_task_missing_is_asked_about_again(queue_repo, in_transit):
+    path, away = in_transit
+    (task,) = {t.task for t in parse_queue_status(queue_status(queue_repo, path, away))}
+    mover = after_first_try(lambda: os.replace(away, path))
+    tasks = DvcQueue(queue_repo.path).tasks(expect=[task])
+    mover.join(timeout=60)
+    assert not mover.is_alive()
+    assert [(t.task, t.name, t.status) for t in tasks] == [(task, "two", SUCCESS)]
+
+
+def test_an_expected_task_still_missing_after_the_bound_is_gone(queue_repo, in_transit):
+    path, away = in_transit
+    (task,) = {t.task for t in parse_queue_status(queue_status(queue_repo, path, away))}
+    assert DvcQueue(queue_repo.path).tasks(expect=[task], within=1) == []
+
+
+def queue_status(repo: DvcRepo, path: Path, away: Path) -> str:
+    """``dvc queue status`` with the message in place for the moment."""
+    os.replace(away, path)
+    try:
+        return run_tool("dvc", "queue", "status", cwd=repo.path).stdout
+    finally:
+        os.replace(path, away)

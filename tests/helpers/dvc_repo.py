@@ -16,6 +16,7 @@ import tomlkit
 import yaml
 
 from visiontune.experiments.dvc_reads import read_dvc
+from visiontune.tuning.dvc_queue import FAILED, SUCCESS, parse_queue_status
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +43,7 @@ class DvcRepo:
 
     def __init__(self, path: Path):
         self.path = path
+        self._started: set[str] = set()  # the queue's tasks started (wait_for_queue)
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
@@ -170,27 +172,38 @@ class DvcRepo:
 
     def start_queue(self, jobs: int = 1) -> None:
         """``dvc queue start -j jobs``, its output to a file: queue workers inherit dvc's
-        streams, and a pipe they hold open would block this call until they exit."""
+        streams, and a pipe they hold open would block this call until they exit. The
+        tasks queued by then are those :meth:`wait_for_queue` waits for."""
+        self._started |= self._task_statuses().keys()
         log = self.path.parent / "queue-start.log"
         with log.open("w") as out:
             command = [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)]
             subprocess.run(command, cwd=self.path, env=self.env, stdout=out, stderr=out, check=True)
 
     def wait_for_queue(self, timeout: float) -> None:
-        """Ask ``dvc queue status`` until nothing is queued or running: again each time a
-        task's result is stored, and at least every :data:`QUEUE_LOOK_SECONDS` (each ask
-        costs dvc about a second of CPU, which the queue's own runs would otherwise lose)."""
+        """Ask ``dvc queue status`` until every task started (:meth:`start_queue`) has
+        succeeded or failed: again each time a task's result is stored, and at least every
+        :data:`QUEUE_LOOK_SECONDS` (each ask costs dvc about a second of CPU, which the
+        queue's own runs would otherwise lose), and none shows as queued or running. That
+        none shows so is not enough: a task a worker is taking shows as neither
+        (``IN_TRANSIT_SECONDS``), and the heatmap test once read the experiments then."""
         deadline = time.monotonic() + timeout
         while True:
             stored = self._queue_results()
-            status = self.read("queue", "status").stdout
-            if not any(word in status for word in ("Queued", "Running")):
+            statuses = self._task_statuses()
+            done = {task for task, status in statuses.items() if status in (SUCCESS, FAILED)}
+            if self._started <= done and done == statuses.keys():
                 return
             look = min(time.monotonic() + QUEUE_LOOK_SECONDS, deadline)
             while self._queue_results() == stored and time.monotonic() < look:
                 time.sleep(0.2)
             if time.monotonic() >= deadline:
-                raise TimeoutError(f"dvc queue still busy after {timeout} s:\n{status}")
+                raise TimeoutError(f"dvc queue still busy after {timeout} s: {statuses}")
+
+    def _task_statuses(self) -> dict[str, str]:
+        """``dvc queue status`` as {task id: status}."""
+        tasks = parse_queue_status(self.read("queue", "status").stdout)
+        return {task.task: task.status for task in tasks}
 
     def stop_queue(self, timeout: float = 60) -> None:
         """``dvc queue stop``, then wait until the queue's workers have exited: after the

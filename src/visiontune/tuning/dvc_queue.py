@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 import subprocess
 import tempfile
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,11 @@ from visiontune.experiments.dvc_reads import read_dvc
 
 _STATUS_LINE = re.compile(r"^(?P<task>[0-9a-f]{7,})\s+(?P<name>\S+)\s.*\s(?P<status>\w+)\s*$")
 QUEUED, RUNNING, SUCCESS, FAILED = "Queued", "Running", "Success", "Failed"
+# A task a worker takes moves from the broker's queue folder to its processed one, and
+# `dvc queue status` lists the processed (running) tasks before the queued ones: a task
+# taken between the two reads is in neither. One missing is asked about again this long.
+IN_TRANSIT_SECONDS = 5.0
+IN_TRANSIT_PAUSE = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,10 +63,17 @@ class DvcQueue:
     def __init__(self, repo: Path):
         self.repo = repo
 
-    def tasks(self) -> list[Task]:
+    def tasks(self, expect: Collection[str] = (), within: float = IN_TRANSIT_SECONDS) -> list[Task]:
         """Every task dvc knows: queued, running, succeeded or failed (asked again past
-        DVC's transient errors: :mod:`~visiontune.experiments.dvc_reads`)."""
-        return parse_queue_status(read_dvc("queue", "status", cwd=self.repo).stdout)
+        DVC's transient errors: :mod:`~visiontune.experiments.dvc_reads`). While one of the
+        ``expect``-ed task ids is missing (in transit, see :data:`IN_TRANSIT_SECONDS`), ask
+        again for ``within`` seconds; a task missing after that is gone."""
+        deadline = time.monotonic() + within
+        while True:
+            tasks = parse_queue_status(read_dvc("queue", "status", cwd=self.repo).stdout)
+            if set(expect) <= {task.task for task in tasks} or time.monotonic() >= deadline:
+                return tasks
+            time.sleep(IN_TRANSIT_PAUSE)
 
     def enqueue(self, name: str, overrides: dict[str, Any], target: str) -> str:
         """Queue ``dvc exp run -n name -S key=value ... target``; return the new task's id."""

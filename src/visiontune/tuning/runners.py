@@ -172,7 +172,8 @@ class QueueRunner(Runner):
         if not finished and time.monotonic() < self.next_status:
             return
         self.next_status = time.monotonic() + STATUS_SECONDS
-        tasks = {task.task: task for task in self.queue.tasks()}
+        ours = [entry.task for entry in self.running.values()]
+        tasks = {task.task: task for task in self.queue.tasks(expect=ours)}
         for number, entry in list(self.running.items()):
             task = tasks.get(entry.task)
             timeout = self.options.settings.trial_timeout
