@@ -10,7 +10,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from helpers.servers import free_port, measured_env, stop
+from helpers.servers import api_server, free_port
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,7 +35,6 @@ MAX_BYTES = 1_000_000
 MAX_PIXELS = 1_000_000
 REVISION = "0123abc-test"
 DRIFT_WINDOW = 48  # fewer than the test split's 60 images: one batch fills the window
-STARTUP_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -50,31 +48,9 @@ class Server:
 @contextlib.contextmanager
 def _serve(model: Path, log: Path, *args: str) -> Iterator[Server]:
     """Run `visiontune serve` on a free loopback port until the block ends."""
-    port = free_port()
-    command = [sys.executable, "-m", "visiontune", "serve", "--model", str(model)]
-    command += ["--port", str(port), *args]
-    env = measured_env({**os.environ, "VISIONTUNE_REVISION": REVISION})
-    with open(log, "wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30, trust_env=False)
-    try:
-        _wait_healthy(client, process, log)
+    env = {**os.environ, "VISIONTUNE_REVISION": REVISION}
+    with api_server(["--model", str(model), *args], log, env) as client:
         yield Server(client, model)
-    finally:
-        client.close()
-        stop(process)
-
-
-def _wait_healthy(client: httpx.Client, process: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"server exited with {process.returncode}:\n{log.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if client.get("/health").status_code == 200:
-                return
-        time.sleep(0.1)
-    pytest.fail(f"server not healthy after {STARTUP_TIMEOUT:.0f} s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +200,7 @@ def test_metadata(server: Server) -> None:
     assert metadata["sha256"] == hashlib.sha256(server.model.read_bytes()).hexdigest()
     assert metadata["revision"] == REVISION
     assert metadata["revision_note"] == "given by $VISIONTUNE_REVISION when the image was built"
+    assert metadata["registry"] is None  # a file, not a registered version
     assert metadata["limits"] == {"max_bytes": MAX_BYTES, "max_files": 64, "max_pixels": MAX_PIXELS}
     assert checkpoint["reference"]["sizes"] == {"5-8px": checkpoint["reference"]["count"]}
     assert metadata["reference"] == {

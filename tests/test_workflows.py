@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
-WORKFLOW_FILES = [WORKFLOWS / "ci.yaml", WORKFLOWS / "experiments.yaml"]
+WORKFLOW_FILES = [WORKFLOWS / name for name in ("ci.yaml", "experiments.yaml", "deploy.yaml")]
 BIN = Path(sys.executable).parent
 
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import yaml
 
-from visiontune.config.errors import DRIFT_EXIT, one_line_errors
+from visiontune.config.errors import DRIFT_EXIT, VisiontuneError, one_line_errors
 from visiontune.config.params import load_params, parse_override, with_overrides
 from visiontune.config.paths import DEFAULT_STORAGE, MODEL, PREPARED, PROFILE_TRACE
+from visiontune.registry.references import ARTIFACT
 
 
 def _params(args: argparse.Namespace) -> None:
@@ -170,6 +171,7 @@ def _serve(args: argparse.Namespace) -> None:
 
     serving.serve(
         args.model,
+        repo=args.repo,
         host=args.host,
         port=args.port,
         threads=args.threads,
@@ -179,11 +181,39 @@ def _serve(args: argparse.Namespace) -> None:
     )
 
 
+def _registry(args: argparse.Namespace) -> None:
+    from visiontune.experiments.registered_versions import version_records, versions_table
+
+    print(versions_table(version_records(Path.cwd(), args.name)))
+
+
+def _fetch_model(args: argparse.Namespace) -> None:
+    from visiontune.registry.fetch import fetch
+    from visiontune.registry.references import parse_reference
+
+    reference = parse_reference(args.reference)
+    if reference is None:
+        raise VisiontuneError(
+            f"{args.reference} is not a registered model: NAME@vX.Y.Z or NAME@STAGE"
+        )
+    path, registered = fetch(reference, args.repo, args.out)
+    stages = f" ({', '.join(registered.stages)})" if registered.stages else ""
+    print(
+        f"wrote {path}: {registered.artifact} {registered.version}{stages} "
+        f"from commit {registered.rev[:7]}"
+    )
+
+
 def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve = commands.add_parser(
         "serve", help="HTTP API classifying uploaded images with a .pt or .onnx model"
     )
-    serve.add_argument("--model", type=Path, default=MODEL, help=".pt or .onnx")
+    serve.add_argument(
+        "--model",
+        default=str(MODEL),
+        help="a .pt or .onnx file, or a registered version: NAME@vX.Y.Z or NAME@STAGE",
+    )
+    serve.add_argument("--repo", default=".", help="git repository of a registered version")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=_int_range(1, 65535), default=8000)
     serve.add_argument(
@@ -204,6 +234,21 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         help="torch/onnxruntime threads (0 = their default; 1 is fastest for small models)",
     )
     serve.set_defaults(func=_serve)
+
+
+def _add_registry(commands: argparse._SubParsersAction) -> None:
+    registry = commands.add_parser(
+        "registry", help="registered versions and stages, with test acc and differing params"
+    )
+    registry.add_argument("name", nargs="?", default=ARTIFACT, help=f"default {ARTIFACT}")
+    registry.set_defaults(func=_registry)
+    fetch = commands.add_parser(
+        "fetch-model", help="fetch a registered version's model and its registry record"
+    )
+    fetch.add_argument("reference", help="NAME@vX.Y.Z or NAME@STAGE, e.g. classifier@prod")
+    fetch.add_argument("--repo", default=".", help="git repository (path or URL)")
+    fetch.add_argument("--out", type=Path, default=Path("registered"), help="folder")
+    fetch.set_defaults(func=_fetch_model)
 
 
 def _drift(args: argparse.Namespace) -> None:
@@ -420,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.set_defaults(func=_batch_size)
     _add_profile(commands)
     _add_serve(commands)
+    _add_registry(commands)
     _add_drift(commands)
     return parser
 

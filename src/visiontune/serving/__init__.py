@@ -1,7 +1,7 @@
 """serving: the HTTP API that classifies uploaded images. The app (``app``), untrusted
 uploads (``uploads``), its Prometheus metrics (``metrics``) and the models behind one
 interface (``predictors``, a checkpoint or an ONNX export), and where a model came from
-(``provenance``).
+(``provenance``); a registered version is resolved and fetched through ``registry``.
 
-May import: models, data, config; never training, tuning or experiments.
+May import: registry, models, data, config; never training, tuning or experiments.
 """

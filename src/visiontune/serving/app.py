@@ -7,6 +7,7 @@ through the preprocess stage's ``image_to_tensor``, so the model sees the same p
 training and evaluation.
 """
 
+import tempfile
 import threading
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
@@ -20,12 +21,16 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from visiontune.config.errors import VisiontuneError
 from visiontune.data.images import Loaded
 from visiontune.data.input_stats import MIN_IMAGES, REFERENCE_SPLIT
 from visiontune.models.checkpoint import file_digest
+from visiontune.models.meta import ModelMeta
+from visiontune.registry.fetch import Registered
+from visiontune.registry.references import parse_reference
 from visiontune.serving.metrics import MetricsMiddleware, ServingMetrics
 from visiontune.serving.predictors import Predictor, load_predictor
-from visiontune.serving.provenance import provenance
+from visiontune.serving.provenance import Provenance, provenance
 from visiontune.serving.uploads import (
     FORMATS,
     BodySizeLimit,
@@ -79,6 +84,22 @@ class DriftReference(BaseModel):
     min_images: int
 
 
+class RegistryRecord(BaseModel):
+    """The registered version served (None when a file was served that no registry record
+    accompanies): read from the git tags and the version's dvc.yaml, never typed by hand."""
+
+    reference: str  # as asked for: classifier@prod, classifier@v1.0.0
+    artifact: str
+    version: str
+    stages: list[str]  # the stages this version is in now
+    rev: str  # the commit the version's tag points at
+    path: str
+    repo: str
+    description: str | None
+    labels: list[str]
+    meta: dict[str, Any]  # the artifact's meta in that commit's dvc.yaml
+
+
 class Metadata(BaseModel):
     """The served model: what it classifies, how it was trained, which file and revision."""
 
@@ -95,6 +116,7 @@ class Metadata(BaseModel):
     revision_note: str  # how the revision is known, or why there is none
     limits: Limits
     reference: DriftReference | None  # None: a model trained before it was recorded
+    registry: RegistryRecord | None  # None: not a registered version's file
 
 
 class ErrorDetail(BaseModel):
@@ -157,13 +179,15 @@ def create_app(
     predictor: Predictor,
     model_path: Path,
     *,
+    registered: Registered | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_files: int = MAX_FILES,
     drift_window: int = DEFAULT_DRIFT_WINDOW,
 ) -> FastAPI:
-    """The API serving ``predictor`` (loaded from ``model_path``), with its own metrics;
-    the input-drift score covers the last ``drift_window`` images classified."""
+    """The API serving ``predictor`` (loaded from ``model_path``, the ``registered``
+    version's file if given), with its own metrics; the input-drift score covers the last
+    ``drift_window`` images classified."""
     refuse_decompression_bombs()
     meta = predictor.meta
     metrics = ServingMetrics(meta.classes, meta.reference, drift_window)
@@ -176,7 +200,10 @@ def create_app(
             window=drift_window,
             min_images=MIN_IMAGES,
         )
-    source = provenance(model_path, _trained_md5(model_path, predictor))
+    if registered is not None:
+        source = Provenance(registered.rev, f"the commit {registered.reference} resolved to")
+    else:
+        source = provenance(model_path, _trained_md5(model_path, predictor))
     metadata = Metadata(
         model_name=meta.params.model.name,
         format=predictor.format,
@@ -185,6 +212,7 @@ def create_app(
         revision=source.revision,
         revision_note=source.note,
         limits=Limits(max_bytes=max_bytes, max_files=max_files, max_pixels=max_pixels),
+        registry=_registry_record(registered),
     )
     num_classes = len(classifier.classes)
     app = FastAPI(
@@ -244,27 +272,69 @@ def create_app(
 
 
 def serve(
-    model_path: Path,
+    model: str | Path,
     *,
     host: str,
     port: int,
+    repo: str = ".",
     threads: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     drift_window: int = DEFAULT_DRIFT_WINDOW,
 ) -> None:
-    """Load the model (VisiontuneError if unusable), then serve it until interrupted."""
+    """Load the model (a file, or a registered version of ``repo`` fetched into a temporary
+    folder: VisiontuneError if either is unusable), then serve it until interrupted."""
     import uvicorn
 
-    predictor = load_predictor(model_path, threads)
-    app = create_app(
-        predictor,
-        model_path,
-        max_bytes=max_bytes,
-        max_pixels=max_pixels,
-        drift_window=drift_window,
-    )
-    uvicorn.run(app, host=host, port=port)
+    with tempfile.TemporaryDirectory(prefix="visiontune-registered-") as fetched:
+        model_path, registered = resolve_model(str(model), repo, Path(fetched))
+        predictor = load_predictor(model_path, threads)
+        if registered is not None:
+            check_registered_meta(registered, predictor.meta)
+        app = create_app(
+            predictor,
+            model_path,
+            registered=registered,
+            max_bytes=max_bytes,
+            max_pixels=max_pixels,
+            drift_window=drift_window,
+        )
+        uvicorn.run(app, host=host, port=port)
+
+
+def resolve_model(model: str, repo: str, fetch_dir: Path) -> tuple[Path, Registered | None]:
+    """The file to serve and its registry record: a registered version (``NAME@VERSION``,
+    ``NAME@STAGE``) fetched into ``fetch_dir``, or a file with the record a fetch left
+    beside it (if any)."""
+    from visiontune.registry.fetch import fetch, read_record
+
+    reference = parse_reference(model)
+    if reference is not None and not Path(model).exists():
+        return fetch(reference, repo, fetch_dir)
+    path = Path(model)
+    return path, read_record(path) if path.is_file() else None
+
+
+def check_registered_meta(registered: Registered, meta: ModelMeta) -> None:
+    """Refuse a registered model whose classes or input size disagree with what its
+    version's dvc.yaml declares (``meta: classes, input_size``): one of them is wrong."""
+    declared = registered.meta
+    size = [meta.channels, meta.image_size, meta.image_size]
+    actual = {"classes": list(meta.classes), "input_size": size}
+    for key, value in actual.items():
+        if key in declared and list(declared[key]) != value:
+            raise VisiontuneError(
+                f"{registered.reference}: dvc.yaml declares {key} {declared[key]} for "
+                f"{registered.artifact}, its model has {value}; fix the artifact's meta"
+            )
+
+
+def _registry_record(registered: Registered | None) -> RegistryRecord | None:
+    if registered is None:
+        return None
+    fields = registered.to_dict()
+    fields.pop("md5")
+    return RegistryRecord(**fields)
 
 
 def _trained_md5(model_path: Path, predictor: Predictor) -> str | None:
