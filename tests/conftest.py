@@ -20,22 +20,25 @@ from PIL import Image
 # lets the many short files fill in at the end and the workers finish together.
 LONGEST_FIRST = (
     "test_tuning.py",  # 260
-    "test_experiment_cost.py",  # 255
-    "test_remote.py",  # 145
-    "test_pipeline.py",  # 130
-    "test_distributed.py",  # 110
-    "test_train_processes.py",  # 110
-    "test_heatmap.py",  # 80
-    "test_photo_pipeline.py",  # 60
-    "test_pruning.py",  # 55
-    "test_report.py",  # 55
-    "test_export.py",  # 45
-    "test_dvc_reads.py",  # 40
-    "test_serve.py",  # 35
-    "test_pretrained_weights.py",  # 35
-    "test_finetuning.py",  # 25
+    "test_experiment_cost.py",  # 250
+    "test_pipeline.py",  # 185
+    "test_train_processes.py",  # 180
+    "test_distributed.py",  # 140
+    "test_remote.py",  # 140
+    "test_heatmap.py",  # 130
+    "test_registry.py",  # 95
+    "test_pruning.py",  # 85
+    "test_photo_pipeline.py",  # 85
+    "test_report.py",  # 80
+    "test_export.py",  # 65
+    "test_dvc_reads.py",  # 55
+    "test_pretrained_weights.py",  # 50
+    "test_serve.py",  # 30
+    "test_finetuning.py",  # 30
     "test_cpu_kernels.py",  # 15
     "test_stage_deps.py",  # 15
+    "test_robustness.py",  # 15
+    "test_storage.py",  # 15
 )
 
 
@@ -160,8 +163,8 @@ def trained_model(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 
 @pytest.fixture(scope="session")
 def baseline(tmp_path_factory: pytest.TempPathFactory, worker_id: str):
-    """The project shrunk for tests (TUNE), its pipeline run up to evaluate and committed:
-    where most end-to-end tests start. They work in clones of it (``baseline_clone``), so
+    """The project shrunk for tests (TUNE), its whole pipeline run and committed: where most
+    end-to-end tests start. They work in clones of it (``baseline_clone``), so
     pytest-xdist's workers share one: the first to need it builds it, under a lock."""
     from helpers.dvc_repo import TUNE, DvcRepo
 
@@ -182,7 +185,7 @@ def _build_baseline(path: Path, overrides: dict):
     from helpers.dvc_repo import DvcRepo
 
     repo = DvcRepo.copy_of_project(path, overrides)
-    repo.dvc("repro", "evaluate")
+    repo.dvc("repro")
     repo.commit("baseline")
     return repo
 

@@ -173,8 +173,7 @@ def test_dvc_reruns_the_stages_that_import_a_changed_module_and_only_them(baseli
             if dep.startswith("src/")
         }
 
-    # dvc.lock records the code as committed, for the stages the baseline did not run too:
-    # no code dependency has changed before an edit.
+    # dvc.lock records the code as committed: no code dependency has changed before an edit.
     assert changed_code() == set(), "dvc.lock is stale: run dvc repro and commit it"
 
     def marked_by(module: str) -> set[str]:
