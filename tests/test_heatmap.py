@@ -201,8 +201,15 @@ def test_the_heatmap_command_breaks_a_tie_of_data_for_the_baselines(tmp_path, mo
     ]
 
 
+# DVCLive's per-epoch series, which dvc.yaml declares as the train stage's plots.
+VAL_ACC = "plots/train/plots/metrics/val/acc.tsv"
+VAL_LOSS = "plots/train/plots/metrics/val/loss.tsv"
+
+
 @pytest.mark.slow
-def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
+def test_queued_experiments_run_compare_and_make_heatmaps(baseline_clone):
+    """The main loop's queue (two jobs), `dvc exp show` and `dvc plots diff` of its runs, and
+    `visiontune heatmap` over them; and the sweep stage's own heatmap, a DVC plot."""
     repo = baseline_clone  # its sweep stage ran
     assert len(json.loads((repo.path / "plots" / "sweep" / "grid.json").read_text())) == 4
     plots = json.loads(repo.dvc("plots", "show", "--json").stdout)["data"]
@@ -228,20 +235,25 @@ def test_heatmap_of_queued_experiments_and_of_the_sweep_stage(baseline_clone):
     grid = ("-S", "model.lr=0.01,0.02", "-S", "model.dropout=0,0.25", "evaluate")
     repo.dvc("exp", "run", "--queue", *grid)  # up to evaluate: the heatmap reads val.acc
     # One cell of that 2-epoch grid again for 12 epochs: never averaged with it.
-    repo.dvc(
-        "exp",
-        "run",
-        "--queue",
-        "-S",
-        "model.lr=0.01",
-        "-S",
-        "model.dropout=0",
-        "-S",
-        "train.epochs=12",
-        "evaluate",
-    )
+    long = ("-n", "long", "-S", "model.lr=0.01", "-S", "model.dropout=0", "-S", "train.epochs=12")
+    repo.dvc("exp", "run", "--queue", *long, "evaluate")
     repo.start_queue(jobs=2)
     repo.wait_for_queue(timeout=300)
+
+    rows = repo.experiments()
+    assert len(rows) == 5 and "long" in rows, repo.read("queue", "status").stdout
+    cells = {(r["params"]["model"]["lr"], r["params"]["model"]["dropout"]) for r in rows.values()}
+    assert cells == {(0.01, 0), (0.01, 0.25), (0.02, 0), (0.02, 0.25)}
+    for row in rows.values():
+        assert row["metrics"]["metrics/evaluate.json"]["data"]["test"]["acc"] > 0.3
+        assert row["metrics"]["metrics/train.json"]["data"]["val"]["acc"] > 0.3
+    assert rows["long"]["params"]["train"]["epochs"] == 12
+    assert rows["long"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 12
+    other = next(name for name in rows if name != "long")
+    plots = json.loads(repo.dvc("plots", "diff", "long", other, "--json").stdout)["data"]
+    for plot_id in (VAL_ACC, VAL_LOSS):
+        (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
+        assert {row["rev"] for row in plot["content"]["data"]["values"]} == {"long", other}
 
     table = heatmap("--y", "model.dropout").stdout.splitlines()
     assert table[:2] == [

@@ -10,10 +10,6 @@ from helpers.dvc_repo import DvcRepo
 
 pytestmark = pytest.mark.slow
 
-# DVCLive's per-epoch series, which dvc.yaml declares as the train stage's plots.
-VAL_ACC = "plots/train/plots/metrics/val/acc.tsv"
-VAL_LOSS = "plots/train/plots/metrics/val/loss.tsv"
-
 
 def test_repro_is_complete_reproducible_and_then_a_no_op(baseline_clone):
     """The baseline ran the whole pipeline: in a clone repro has nothing to do; --force runs
@@ -85,31 +81,6 @@ def test_a_failed_run_leaves_the_workspace_as_it_was(baseline_clone):
         assert "Traceback" not in result.stderr or setting == "model.blocks=1"
         repo.git("checkout", "params.yaml")  # the undo the docs give for -S
         assert workspace_state(repo) == before, setting
-
-
-def test_queued_experiments_run_and_compare(baseline_clone):
-    dvc_repo = baseline_clone
-    dvc_repo.dvc("exp", "run", "--queue", "-n", "lr-high", "-S", "model.lr=0.02")
-    dvc_repo.dvc(
-        "exp", "run", "--queue", "-n", "lr-low", "-S", "model.lr=0.003", "-S", "train.epochs=3"
-    )
-    dvc_repo.start_queue(jobs=2)
-    dvc_repo.wait_for_queue(timeout=600)
-
-    rows = dvc_repo.experiments()
-    assert set(rows) == {"lr-high", "lr-low"}, dvc_repo.read("queue", "status").stdout
-    assert rows["lr-high"]["params"]["model"]["lr"] == 0.02
-    assert rows["lr-low"]["params"]["train"]["epochs"] == 3
-    for row in rows.values():
-        assert row["metrics"]["metrics/evaluate.json"]["data"]["test"]["acc"] > 0.3
-        assert row["metrics"]["metrics/train.json"]["data"]["val"]["acc"] > 0.3
-    assert rows["lr-low"]["metrics"]["metrics/train.json"]["data"]["epochs"] == 3
-
-    plots = json.loads(dvc_repo.dvc("plots", "diff", "lr-high", "lr-low", "--json").stdout)["data"]
-    for plot_id in (VAL_ACC, VAL_LOSS):
-        (plot,) = [p for p in plots[plot_id] if p["type"] == "vega"]
-        revisions = {row["rev"] for row in plot["content"]["data"]["values"]}
-        assert revisions == {"lr-high", "lr-low"}
 
 
 def test_committed_lock_file_matches_code_and_params(tmp_path):

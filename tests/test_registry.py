@@ -15,11 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from helpers.dvc_repo import DvcRepo
 from helpers.servers import api_server
 
-from visiontune.experiments.registered_versions import version_records, versions_table
+from visiontune.experiments.registered_versions import (
+    version_record,
+    version_records,
+    versions_table,
+)
 from visiontune.registry.references import Reference, parse_reference
 
 pytestmark = pytest.mark.slow
@@ -90,11 +95,19 @@ def test_the_artifact_dvc_yaml_declares_is_the_train_stage_model_it_describes(ba
     declared = yaml.safe_load((ROOT / "dvc.yaml").read_text())["artifacts"]["classifier"]
     assert declared["path"] == "models/model.pt" and declared["type"] == "model"
     assert declared["desc"] and declared["labels"]
-    checkpoint = __import__("torch").load(baseline.path / "models" / "model.pt")
+    checkpoint = torch.load(baseline.path / "models" / "model.pt")
     assert declared["meta"]["classes"] == list(checkpoint["classes"])
     size = checkpoint["image_size"]
     assert declared["meta"]["input_size"] == [checkpoint["channels"], size, size]
     assert yaml.safe_load((ROOT / ".gto").read_text())["stages"] == ["dev", "staging", "prod"]
+
+
+def test_a_repository_with_no_version_says_how_to_register_one(baseline):
+    listed = visiontune(baseline, "registry")  # reads the tags only: the shared baseline
+    assert listed.stdout == (
+        "no version of classifier is registered yet: commit the model you chose, then "
+        "gto register classifier --version v1.0.0\n"
+    )
 
 
 def test_versions_and_stages_are_gto_tags_and_listed_with_their_commits_records(registry):
@@ -131,17 +144,15 @@ def test_versions_and_stages_are_gto_tags_and_listed_with_their_commits_records(
     assert table[1].split()[-2:] == [f"{registry.test_acc['v1.1.0']:.4f}", "0.02"]
 
 
-def test_a_version_whose_commit_evaluated_another_model_shows_no_test_acc(registry, tmp_path):
+def test_a_version_whose_commit_evaluated_another_model_shows_no_test_acc(registry):
     records = version_records(registry.repo.path, "classifier")
     lock = registry.repo.git("show", f"{records[1].version.rev}:dvc.lock").stdout
     stale = yaml.safe_load(lock)
     for dep in stale["stages"]["evaluate"]["deps"]:
         if dep["path"] == "models/model.pt":
             dep["md5"] = "0" * 32
-    from visiontune.experiments.registered_versions import _record
-
     metrics = json.dumps({"test": {"acc": 0.5}})
-    record = _record(records[1].version, yaml.safe_dump(stale), metrics)
+    record = version_record(records[1].version, yaml.safe_dump(stale), metrics)
     assert record.test_acc is None and record.note == "its commit evaluated another model"
     assert versions_table([record]).splitlines()[-1] == (
         "v1.0.0: no test acc: its commit evaluated another model"

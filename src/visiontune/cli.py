@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -167,24 +168,30 @@ def _add_profile(commands: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    from visiontune.serving import app as serving
+    from visiontune.registry.fetch import resolve_model
 
-    serving.serve(
-        args.model,
-        repo=args.repo,
-        host=args.host,
-        port=args.port,
-        threads=args.threads,
-        max_bytes=args.max_bytes or serving.DEFAULT_MAX_BYTES,
-        max_pixels=args.max_pixels or serving.DEFAULT_MAX_PIXELS,
-        drift_window=args.drift_window or serving.DEFAULT_DRIFT_WINDOW,
-    )
+    # A registered version is resolved (and a bad reference refused) before the server's
+    # heavy imports; its model lives in a temporary folder while the server runs.
+    with tempfile.TemporaryDirectory(prefix="visiontune-registered-") as fetched:
+        model, registered = resolve_model(args.model, args.repo, Path(fetched))
+        from visiontune.serving import app as serving
+
+        serving.serve(
+            model,
+            registered=registered,
+            host=args.host,
+            port=args.port,
+            threads=args.threads,
+            max_bytes=args.max_bytes or serving.DEFAULT_MAX_BYTES,
+            max_pixels=args.max_pixels or serving.DEFAULT_MAX_PIXELS,
+            drift_window=args.drift_window or serving.DEFAULT_DRIFT_WINDOW,
+        )
 
 
 def _registry(args: argparse.Namespace) -> None:
     from visiontune.experiments.registered_versions import version_records, versions_table
 
-    print(versions_table(version_records(Path.cwd(), args.name)))
+    print(versions_table(version_records(Path.cwd(), args.name), args.name))
 
 
 def _fetch_model(args: argparse.Namespace) -> None:

@@ -41,12 +41,13 @@ def version_records(repo: Path, name: str) -> list[VersionRecord]:
         [f"{v.rev}:{path}" for v in versions for path in ("dvc.lock", EVALUATE_METRICS.as_posix())],
     )
     return [
-        _record(version, lock, metrics)
+        version_record(version, lock, metrics)
         for version, lock, metrics in zip(versions, texts[::2], texts[1::2], strict=True)
     ]
 
 
-def _record(version: Version, lock: str | None, metrics: str | None) -> VersionRecord:
+def version_record(version: Version, lock: str | None, metrics: str | None) -> VersionRecord:
+    """``version``'s record from its commit's dvc.lock and metrics/evaluate.json texts."""
     stages = (yaml.safe_load(lock) or {}).get("stages", {}) if lock else {}
     params: dict[str, Any] = {}
     for stage in TRAINED_WITH:
@@ -81,9 +82,14 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def versions_table(records: list[VersionRecord]) -> str:
+def versions_table(records: list[VersionRecord], name: str = "classifier") -> str:
     """A text table: version, stages, commit, registered date, test acc, and the params
     that differ among the versions (all of them share the rest)."""
+    if not records:
+        return (
+            f"no version of {name} is registered yet: commit the model you chose, then "
+            f"gto register {name} --version v1.0.0"
+        )
     keys = sorted({k for r in records for k in r.params})
     differing = [k for k in keys if len({repr(r.params.get(k)) for r in records}) > 1]
     header = ["version", "stages", "commit", "registered", "test acc", *differing]

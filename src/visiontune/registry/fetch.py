@@ -20,8 +20,7 @@ import yaml
 
 from visiontune.config.errors import VisiontuneError, reason
 from visiontune.config.paths import write_json
-from visiontune.models.checkpoint import file_digest
-from visiontune.registry.references import Reference
+from visiontune.registry.references import Reference, parse_reference
 from visiontune.registry.versions import find_version
 
 RECORD = "registered.json"  # beside a fetched model
@@ -54,6 +53,8 @@ def fetch(reference: Reference, repo: str, out_dir: Path) -> tuple[Path, Registe
     from dvc.api import artifacts_show
     from dvc.exceptions import DvcException
     from dvc.repo.artifacts import Artifacts
+
+    from visiontune.models.checkpoint import file_digest  # torch: only once it is needed
 
     version = find_version(repo, reference)
     try:
@@ -105,11 +106,24 @@ def _dvc_logs_quiet() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def resolve_model(model: str, repo: str, fetch_dir: Path) -> tuple[Path, Registered | None]:
+    """What ``--model`` names: a registered version (``NAME@VERSION``, ``NAME@STAGE``)
+    fetched into ``fetch_dir`` with its record, or a file and the record a fetch left beside
+    it (None if none)."""
+    reference = parse_reference(model)
+    if reference is not None and not Path(model).exists():
+        return fetch(reference, repo, fetch_dir)
+    path = Path(model)
+    return path, read_record(path) if path.is_file() else None
+
+
 def read_record(model: Path) -> Registered | None:
     """The registry record beside ``model`` if there is one and it is this file's (by md5)."""
     record = Path(model).parent / RECORD
     if not record.is_file():
         return None
+    from visiontune.models.checkpoint import file_digest
+
     registered = Registered(**json.loads(record.read_text()))
     return registered if registered.md5 == file_digest(model, "md5") else None
 

@@ -7,7 +7,6 @@ through the preprocess stage's ``image_to_tensor``, so the model sees the same p
 training and evaluation.
 """
 
-import tempfile
 import threading
 from collections.abc import Sequence
 from importlib.metadata import version as package_version
@@ -27,7 +26,6 @@ from visiontune.data.input_stats import MIN_IMAGES, REFERENCE_SPLIT
 from visiontune.models.checkpoint import file_digest
 from visiontune.models.meta import ModelMeta
 from visiontune.registry.fetch import Registered
-from visiontune.registry.references import parse_reference
 from visiontune.serving.metrics import MetricsMiddleware, ServingMetrics
 from visiontune.serving.predictors import Predictor, load_predictor
 from visiontune.serving.provenance import Provenance, provenance
@@ -272,47 +270,32 @@ def create_app(
 
 
 def serve(
-    model: str | Path,
+    model_path: Path,
     *,
     host: str,
     port: int,
-    repo: str = ".",
+    registered: Registered | None = None,
     threads: int = 0,
     max_bytes: int = DEFAULT_MAX_BYTES,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     drift_window: int = DEFAULT_DRIFT_WINDOW,
 ) -> None:
-    """Load the model (a file, or a registered version of ``repo`` fetched into a temporary
-    folder: VisiontuneError if either is unusable), then serve it until interrupted."""
+    """Load the model (VisiontuneError if unusable, or if it disagrees with the
+    ``registered`` version's record it was fetched as), then serve it until interrupted."""
     import uvicorn
 
-    with tempfile.TemporaryDirectory(prefix="visiontune-registered-") as fetched:
-        model_path, registered = resolve_model(str(model), repo, Path(fetched))
-        predictor = load_predictor(model_path, threads)
-        if registered is not None:
-            check_registered_meta(registered, predictor.meta)
-        app = create_app(
-            predictor,
-            model_path,
-            registered=registered,
-            max_bytes=max_bytes,
-            max_pixels=max_pixels,
-            drift_window=drift_window,
-        )
-        uvicorn.run(app, host=host, port=port)
-
-
-def resolve_model(model: str, repo: str, fetch_dir: Path) -> tuple[Path, Registered | None]:
-    """The file to serve and its registry record: a registered version (``NAME@VERSION``,
-    ``NAME@STAGE``) fetched into ``fetch_dir``, or a file with the record a fetch left
-    beside it (if any)."""
-    from visiontune.registry.fetch import fetch, read_record
-
-    reference = parse_reference(model)
-    if reference is not None and not Path(model).exists():
-        return fetch(reference, repo, fetch_dir)
-    path = Path(model)
-    return path, read_record(path) if path.is_file() else None
+    predictor = load_predictor(model_path, threads)
+    if registered is not None:
+        check_registered_meta(registered, predictor.meta)
+    app = create_app(
+        predictor,
+        model_path,
+        registered=registered,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        drift_window=drift_window,
+    )
+    uvicorn.run(app, host=host, port=port)
 
 
 def check_registered_meta(registered: Registered, meta: ModelMeta) -> None:
