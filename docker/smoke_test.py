@@ -18,9 +18,12 @@ import uuid
 
 from PIL import Image
 
+# The API's own address, never through a proxy the environment may name.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
 
 def get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+    with OPENER.open(url, timeout=10) as response:
         return json.load(response)
 
 
@@ -56,7 +59,7 @@ def predict_one(base: str, channels: int, size: int) -> dict:
         data=body,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with OPENER.open(request, timeout=30) as response:
         return json.load(response)
 
 

@@ -29,6 +29,8 @@ from visiontune.registry.references import Reference, parse_reference
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
+# A proxy that refuses every connection: what nothing offline or on loopback may go through.
+DEAD_PROXY = {"http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
 
 
 def md5(path: Path) -> str:
@@ -70,7 +72,8 @@ def registry(baseline: DvcRepo, tmp_path_factory: pytest.TempPathFactory) -> Reg
     assert register("--version", "v1.0.0") == "v1.0.0"
     repo.run("gto", "assign", "classifier", "--version", "v1.0.0", "--stage", "prod")
     # The documented way from an experiment (a study's best trial) to a version: apply it,
-    # commit, push the model, register the next version.
+    # commit, push the model, register the next version (the docs run `dvc repro` before
+    # the commit for robustness and sweep; the registry reads nothing after evaluate).
     repo.dvc("exp", "run", "evaluate", "-n", "best-trial", "-S", "model.lr=0.02")
     repo.dvc("exp", "apply", "best-trial")
     repo.commit("the best trial: model.lr 0.02")
@@ -161,7 +164,7 @@ def test_a_version_whose_commit_evaluated_another_model_shows_no_test_acc(regist
 
 def test_dvc_artifacts_get_fetches_a_version_and_a_stage_offline(registry, tmp_path):
     repo = registry.repo
-    offline = {**repo.env, "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    offline = {**repo.env, **DEAD_PROXY}
     for how, out in (("--rev", "v1.0.0"), ("--stage", "prod")):
         target = tmp_path / f"{out}.pt"
         command = [sys.executable, "-m", "dvc", "artifacts", "get", ".", "classifier"]
@@ -324,6 +327,7 @@ def test_the_deploy_workflow_fetches_serves_and_smoke_tests_a_pushed_stage_tag(r
         env = {
             **checkout.env,
             **env,
+            **DEAD_PROXY,  # a runner behind a proxy: none of the steps may need it
             "RUNNER_TEMP": str(runner_temp),
             "GITHUB_OUTPUT": str(github_output),
         }
