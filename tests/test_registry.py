@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,13 @@ from helpers.dvc_repo import DvcRepo
 from helpers.servers import api_server
 
 from visiontune.experiments.registered_versions import (
+    VersionRecord,
     version_record,
     version_records,
     versions_table,
 )
 from visiontune.registry.references import Reference, parse_reference
+from visiontune.registry.versions import Version
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +95,27 @@ def test_references_name_a_version_or_a_stage_and_anything_else_is_a_path():
     assert str(parse_reference("classifier@v1.0.0-rc.1")) == "classifier@v1.0.0-rc.1"
     for path in ("models/model.pt", "model.onnx", "/tmp/a@b/model.pt", "classifier@"):
         assert parse_reference(path) is None
+
+
+def test_the_table_shows_the_params_that_differ_with_floats_cut_to_four_digits():
+    made = datetime(2026, 12, 7, 11, 39, tzinfo=timezone.utc)
+    records = [
+        VersionRecord(
+            Version("v1.1.0", "695cc89" + "0" * 33, made, ("prod",)),
+            0.9926,
+            {"model.lr": 0.02, "train.epochs": 6, "model.width": 16},
+        ),
+        VersionRecord(
+            Version("v1.0.0", "f125232" + "0" * 33, made, ()),
+            0.8699,
+            {"model.lr": 0.011423254155608374, "train.epochs": 2, "model.width": 16},
+        ),
+    ]
+    assert versions_table(records).splitlines() == [
+        "version  stages  commit   registered        test acc  model.lr  train.epochs",
+        "v1.1.0   prod    695cc89  2026-12-07 11:39  0.9926    0.02      6",
+        "v1.0.0   -       f125232  2026-12-07 11:39  0.8699    0.01142   2",
+    ]
 
 
 def test_the_artifact_dvc_yaml_declares_is_the_train_stage_model_it_describes(baseline):

@@ -62,6 +62,11 @@ def version_record(version: Version, lock: str | None, metrics: str | None) -> V
     return VersionRecord(version, acc, params)
 
 
+def _cell(value: Any) -> str:
+    """A param as the table shows it: floats to 4 significant digits (a tuned lr has 17)."""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def _md5(entries: list[dict[str, Any]] | None) -> str | None:
     """The md5 dvc.lock records for models/model.pt among a stage's deps or outs."""
     for entry in entries or []:
@@ -104,7 +109,7 @@ def versions_table(records: list[VersionRecord], name: str = "classifier") -> st
                 v.rev[:7],
                 v.created_at.strftime("%Y-%m-%d %H:%M"),
                 acc,
-                *(str(record.params.get(k, "-")) for k in differing),
+                *(_cell(record.params.get(k, "-")) for k in differing),
             ]
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
