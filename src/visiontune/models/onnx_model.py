@@ -12,13 +12,11 @@ them, so importing this module is cheap.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from visiontune.config.errors import VisiontuneError, reason
+from visiontune.config.log_levels import log_level
 from visiontune.models.meta import ModelMeta
 
 if TYPE_CHECKING:
@@ -170,7 +169,8 @@ def quantize_onnx(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> N
             batch = next(batches, None)
             return None if batch is None else {INPUT_NAME: batch}
 
-    with tempfile.TemporaryDirectory() as tmp, _quiet_root_logger():
+    # onnxruntime.quantization logs its advice as root-logger warnings, one per tensor.
+    with tempfile.TemporaryDirectory() as tmp, log_level("", logging.ERROR):
         prepared, quantized = Path(tmp) / "model.pre.onnx", Path(tmp) / "model.int8.onnx"
         quant_pre_process(str(onnx_path), str(prepared))
         quantize_static(
@@ -260,15 +260,3 @@ def _save_atomic(proto: onnx.ModelProto, exported: ExportMeta, path: Path) -> No
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-@contextlib.contextmanager
-def _quiet_root_logger() -> Iterator[None]:
-    """Hide onnxruntime.quantization's advice, logged as root-logger warnings per tensor."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)

@@ -8,10 +8,8 @@ file later (the API image) reports the registry's record rather than one typed b
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import yaml
 
 from visiontune.config.errors import VisiontuneError, reason
+from visiontune.config.log_levels import log_level
 from visiontune.config.paths import write_json
 from visiontune.registry.references import Reference, parse_reference
 from visiontune.registry.versions import find_version
@@ -62,10 +61,11 @@ def fetch(reference: Reference, repo: str, out_dir: Path) -> tuple[Path, Registe
     except DvcException as exc:
         raise VisiontuneError(f"{reference}: {reason(exc)}") from exc
     path = out_dir / Path(shown["path"]).name
-    recorded = _recorded_md5(repo, shown["rev"], shown["path"])
+    declared, lock = _yaml_at(repo, shown["rev"], ("dvc.yaml", "dvc.lock"))
+    recorded = _recorded_md5(lock, shown["path"])
     if not (path.is_file() and file_digest(path, "md5") == recorded):  # else fetched before
         try:
-            with _dvc_logs_quiet():  # it logs its failed try of DVC Studio as an ERROR
+            with log_level("dvc", logging.CRITICAL):  # it logs its try of DVC Studio as an ERROR
                 Artifacts.get(
                     repo, reference.name, version=version.version, out=str(path), force=True
                 )
@@ -76,7 +76,7 @@ def fetch(reference: Reference, repo: str, out_dir: Path) -> tuple[Path, Registe
                 f"is in no DVC cache or remote reachable from here ({why}); `dvc push` it "
                 "from where it was trained"
             ) from exc
-    artifact = _declared(repo, shown["rev"], reference.name)
+    artifact = (declared.get("artifacts") or {}).get(reference.name) or {}
     registered = Registered(
         reference=str(reference),
         artifact=reference.name,
@@ -92,18 +92,6 @@ def fetch(reference: Reference, repo: str, out_dir: Path) -> tuple[Path, Registe
     )
     write_json(out_dir / RECORD, registered.to_dict())
     return path, registered
-
-
-@contextlib.contextmanager
-def _dvc_logs_quiet() -> Iterator[None]:
-    """DVC's log records below CRITICAL dropped for the block (its exceptions still come)."""
-    logger = logging.getLogger("dvc")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def resolve_model(model: str, repo: str, fetch_dir: Path) -> tuple[Path, Registered | None]:
@@ -128,26 +116,26 @@ def read_record(model: Path) -> Registered | None:
     return registered if registered.md5 == file_digest(model, "md5") else None
 
 
-def _declared(repo: str, rev: str, name: str) -> dict[str, Any]:
-    """The ``artifacts:`` entry of ``name`` in dvc.yaml at ``rev``."""
-    document = _yaml_at(repo, rev, "dvc.yaml")
-    return (document.get("artifacts") or {}).get(name) or {}
-
-
-def _recorded_md5(repo: str, rev: str, path: str) -> str | None:
-    """The md5 that dvc.lock at ``rev`` records for the output ``path`` (None: none)."""
-    for stage in (_yaml_at(repo, rev, "dvc.lock").get("stages") or {}).values():
+def _recorded_md5(lock: dict[str, Any], path: str) -> str | None:
+    """The md5 that a dvc.lock records for the output ``path`` (None: none)."""
+    for stage in (lock.get("stages") or {}).values():
         for out in stage.get("outs") or []:
             if out.get("path") == path:
                 return out.get("md5")
     return None
 
 
-def _yaml_at(repo: str, rev: str, name: str) -> dict[str, Any]:
-    """A YAML file of ``repo`` at ``rev`` (empty if there is none)."""
-    from dvc.api import read
+def _yaml_at(repo: str, rev: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """YAML files of ``repo`` at ``rev`` (each empty if there is none), read through one
+    opening of the repository (a clone, for a URL) as ``dvc.api.read`` opens it."""
+    from dvc.repo import Repo
 
-    try:
-        return yaml.safe_load(read(name, repo=repo, rev=rev)) or {}
-    except FileNotFoundError:
-        return {}
+    documents = []
+    with Repo.open(repo, rev=rev, subrepos=True, uninitialized=True) as opened:
+        for name in names:
+            try:
+                with opened.dvcfs.open(name, mode="r", encoding="utf-8") as file:
+                    documents.append(yaml.safe_load(file) or {})
+            except FileNotFoundError:
+                documents.append({})
+    return documents
