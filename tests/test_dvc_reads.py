@@ -39,6 +39,7 @@ def queue_repo(tmp_path_factory: pytest.TempPathFactory) -> DvcRepo:
     repo = DvcRepo(tmp_path_factory.mktemp("queue"))
     repo.git("init", "-q", "-b", "main")
     repo.dvc("init", "-q")
+    repo.dvc("config", "core.analytics", "false")  # as the project's own .dvc/config
     (repo.path / "params.yaml").write_text("x: 1\n")
     (repo.path / "dvc.yaml").write_text(PIPELINE)
     repo.commit("a one-stage pipeline")

@@ -70,12 +70,17 @@ def pipeline(baseline: DvcRepo, tmp_path_factory: pytest.TempPathFactory) -> Dvc
     return baseline.clone_with_cache(tmp_path_factory.mktemp("pipeline") / "repo")
 
 
-def test_the_sweep_retrains_only_cells_whose_result_can_change(pipeline: DvcRepo):
-    """The sweep's x axis is model.lr: no cell depends on it; every cell on model.dropout."""
+def test_a_changed_param_reruns_only_the_stages_and_sweep_cells_it_can_change(pipeline: DvcRepo):
+    """model.lr: the stages from train on run again, not download or preprocess; and the
+    sweep's x axis is model.lr, so no cell depends on it. Every cell depends on model.dropout."""
     grid = pipeline.path / "plots" / "sweep" / "grid.json"
     before = json.loads(grid.read_text())
     lr = pipeline.dvc("exp", "run", "-n", "sweep-lr", "-S", "model.lr=0.05")
-    assert "Running stage 'sweep'" in lr.stdout and "4 cells, 0 failed, 4 reused" in lr.stdout
+    for stage in ("train", "evaluate", "robustness", "sweep"):
+        assert f"Running stage '{stage}'" in lr.stdout
+    for stage in ("download", "preprocess"):
+        assert f"Running stage '{stage}'" not in lr.stdout
+    assert "4 cells, 0 failed, 4 reused" in lr.stdout
     assert json.loads(grid.read_text()) == before
 
     dropout = pipeline.dvc("exp", "run", "-n", "sweep-dropout", "-S", "model.dropout=0.3")

@@ -34,16 +34,6 @@ def test_repro_is_complete_reproducible_and_then_a_no_op(baseline_clone):
     assert dvc_repo.read_outputs() == first
 
 
-def test_changing_model_lr_reruns_only_the_stages_that_read_it(baseline_clone):
-    dvc_repo = baseline_clone
-    dvc_repo.set_param("model", "lr", 0.02)
-    result = dvc_repo.dvc("repro")
-    for stage in ("train", "evaluate", "sweep"):
-        assert f"Running stage '{stage}'" in result.stdout
-    assert "Running stage 'download'" not in result.stdout
-    assert "Running stage 'preprocess'" not in result.stdout
-
-
 def workspace_state(repo: DvcRepo) -> dict[str, object]:
     """Every output's bytes (by md5), what git and dvc status say: a run's footprint."""
     files = [

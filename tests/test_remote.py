@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers.dvc_repo import SHRINK, DvcRepo
+from helpers.dvc_repo import DvcRepo
 from helpers.gcs import GcsEmulator, gcs_emulator, remote_url
 from helpers.servers import free_port
 
@@ -38,17 +38,18 @@ def gcs() -> Iterator[GcsEmulator]:
 
 
 @pytest.fixture(scope="module")
-def origin(tmp_path_factory: pytest.TempPathFactory, gcs: GcsEmulator) -> DvcRepo:
-    """The first machine: pipeline run, results committed, data pushed, git pushed."""
+def origin(
+    baseline: DvcRepo, tmp_path_factory: pytest.TempPathFactory, gcs: GcsEmulator
+) -> DvcRepo:
+    """The first machine: the session's baseline (pipeline run, results committed), its
+    data pushed to the bucket and git pushed to the team's host."""
     root = tmp_path_factory.mktemp("remote")
-    repo = DvcRepo.copy_of_project(root / "first", SHRINK)
+    repo = baseline.clone_with_cache(root / "first")
     gcs.use_in(repo)
     subprocess.run(
         ["git", "init", "-q", "--bare", "-b", "main", str(root / "origin.git")], check=True
     )
-    repo.git("remote", "add", "origin", str(root / "origin.git"))
-    repo.dvc("repro")
-    repo.commit("results")
+    repo.git("remote", "set-url", "origin", str(root / "origin.git"))
     repo.dvc("push")
     repo.git("push", "-q", "origin", "main")
     return repo
