@@ -279,7 +279,7 @@ def test_two_jobs_run_through_the_queue_each_on_its_own_gpus(tune_repo):
 @pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
     # Ctrl-C while the first trial runs: nothing left queued or running, trial interrupted.
-    tuner = start_tuner(tune_repo, "--trials", "3")
+    tuner = start_tuner(tune_repo, "--trials", "2")
     wait_for(lambda: _states(tune_repo) == [TrialState.RUNNING])
     time.sleep(3)
     tuner.send_signal(signal.SIGINT)
@@ -292,14 +292,14 @@ def test_ctrl_c_stops_cleanly_and_a_killed_tuner_is_resumed(tune_repo):
     assert "Queued" not in status and "Running" not in status
 
     # kill -9 mid-trial: the resumed study fails (or recovers) that trial, then completes.
-    tuner = start_tuner(tune_repo, "--trials", "3")
+    tuner = start_tuner(tune_repo, "--trials", "2")
     wait_for(lambda: TrialState.RUNNING in _states(tune_repo))
     tuner.kill()
     tuner.communicate()
     time.sleep(7)  # > 3 heartbeats of 2 s: the killed tuner's trial is stale
-    run_tune(tune_repo, "--trials", "3")
+    run_tune(tune_repo, "--trials", "2")
     study = load(tune_repo)
-    assert sum(counted(t) for t in study.trials) == 3
+    assert sum(counted(t) for t in study.trials) == 2
     assert len({t.number for t in study.trials}) == len(study.trials)
     assert not any(t.state == TrialState.RUNNING for t in study.trials)
     complete = {f"visiontune-{t.number}" for t in study.trials if t.state == TrialState.COMPLETE}
