@@ -15,32 +15,34 @@ import numpy as np
 import pytest
 from PIL import Image
 
-# The longest test files, longest first (seconds of one worker, measured with --durations):
-# xdist hands whole files to its workers in collection order, so starting these first
-# lets the many short files fill in at the end and the workers finish together. The first
-# builds the shared baseline; the next two begin with tests that need none, so no worker
-# waits for it.
+# The longest test files, longest first (seconds of one worker in a full run, measured with
+# --durations on a 2-core AMD EPYC): xdist hands whole files to its workers in collection
+# order, so starting these first lets the many short files fill in at the end and the
+# workers finish together (within 40 s of each other when measured). The first builds the
+# shared baseline; the next two begin with tests that need none, so no worker waits for it.
 LONGEST_FIRST = (
-    "test_tuning.py",  # 260
-    "test_experiment_cost.py",  # 250
-    "test_train_processes.py",  # 180
-    "test_heatmap.py",  # 130
-    "test_distributed.py",  # 140
-    "test_remote.py",  # 140
-    "test_pipeline.py",  # 100
-    "test_registry.py",  # 95
-    "test_pruning.py",  # 85
-    "test_photo_pipeline.py",  # 85
-    "test_report.py",  # 80
-    "test_export.py",  # 65
-    "test_dvc_reads.py",  # 55
-    "test_pretrained_weights.py",  # 50
-    "test_serve.py",  # 30
-    "test_finetuning.py",  # 30
-    "test_cpu_kernels.py",  # 15
-    "test_stage_deps.py",  # 15
+    "test_tuning.py",  # 470
+    "test_experiment_cost.py",  # 430
+    "test_train_processes.py",  # 155
+    "test_remote.py",  # 150
+    "test_distributed.py",  # 150
+    "test_registry.py",  # 125
+    "test_heatmap.py",  # 115
+    "test_pruning.py",  # 105
+    "test_report.py",  # 100
+    "test_export.py",  # 95
+    "test_photo_pipeline.py",  # 80
+    "test_dvc_reads.py",  # 70
+    "test_pretrained_weights.py",  # 65
+    "test_serve.py",  # 50
+    "test_precision.py",  # 50
+    "test_finetuning.py",  # 45
+    "test_pipeline.py",  # 35
+    "test_stage_deps.py",  # 20
+    "test_storage.py",  # 20
+    "test_finders.py",  # 20
+    "test_cpu_kernels.py",  # 20
     "test_robustness.py",  # 15
-    "test_storage.py",  # 15
 )
 
 
